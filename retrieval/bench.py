@@ -1,0 +1,259 @@
+"""`lorag bench retrieval`: quality on BEIR-layout sets and the labelled demo set, latency, ingest speed.
+
+Every run builds a fresh local-mode store in a temporary directory, so results do not depend on build/qdrant.
+Tables are printed as Markdown, ready for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval import lexical
+from retrieval.beir import Dataset, load_beir, wands_to_beir
+from retrieval.catalog import Product
+from retrieval.demo_catalog import demo_catalog, synthetic_catalog
+from retrieval.embedder import Embedder
+from retrieval.ingest import IngestReport, ingest
+from retrieval.loaders import Row
+from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, recall_at
+from retrieval.queries import labelled_queries, write_beir
+from retrieval.question import parse
+from retrieval.retriever import Retriever
+from retrieval.settings import RetrievalSettings
+from retrieval.store import METHODS, CatalogStore
+
+PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
+THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
+
+
+@dataclass
+class MethodScores:
+    """Per-query metric values of one method on one dataset."""
+
+    ndcg10: list[float] = field(default_factory=list)
+    recall10: list[float] = field(default_factory=list)
+    recall100: list[float] = field(default_factory=list)
+    mrr10: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class UnknownCase:
+    """One query's truth and the retriever's verdict, with what the verdict rested on."""
+
+    truth: bool
+    predicted: bool
+    path: str  # code, name or generic
+    best_similarity: float
+
+
+def _open_store(products: Sequence[Product], embedder: Embedder, root: Path) -> tuple[Any, CatalogStore,
+                                                                                         IngestReport]:
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(root))
+    store = CatalogStore(client)
+    rows = (Row(i + 1, p) for i, p in enumerate(products))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Local mode is not recommended")
+        report = ingest(rows, store, embedder, progress=True, total=len(products))
+    return client, store, report
+
+
+def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path) -> dict[str, Any]:
+    """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline) and the unknown-signal cases."""
+    client, store, report = _open_store(dataset.products, embedder, root)
+    try:
+        retriever = Retriever(store, embedder, fusion=settings.fusion, prefetch_limit=settings.prefetch_limit,
+                              unknown_min_similarity=settings.unknown_min_similarity)
+        judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
+        vectors = embedder.embed([dataset.queries[q] for q in judged])
+        scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, PIPELINE)}
+        for qid, dense in zip(judged, vectors, strict=True):
+            text, rel = dataset.queries[qid], dataset.qrels[qid]
+            kind = str(dataset.query_meta.get(qid, {}).get("kind", "all"))
+            sparse = lexical.query_vector(text)
+            for method in METHODS:
+                hits = store.search(dense, sparse, method=method, limit=100, prefetch_limit=100)
+                _score(scores[method], [h.product.id for h in hits], rel, kind)
+            result = retriever.retrieve(text, top_k=100)
+            _score(scores[PIPELINE], [h.product.id for h in result.hits], rel, kind)
+        unknown = [_unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]))
+                   for q, meta in dataset.query_meta.items() if "unknown" in meta]
+    finally:
+        client.close()
+    return {"dataset": dataset.name, "products": len(dataset.products), "judged_queries": len(judged),
+            "ingest": report, "scores": scores, "unknown": unknown}
+
+
+def _score(target: MethodScores, ranked: list[str], rel: dict[str, int], kind: str) -> None:
+    target.ndcg10.append(ndcg_at(ranked, rel, 10))
+    target.recall10.append(recall_at(ranked, rel, 10))
+    target.recall100.append(recall_at(ranked, rel, 100))
+    target.mrr10.append(mrr_at(ranked, rel, 10))
+    target.by_kind.setdefault(kind, []).append(target.ndcg10[-1])
+
+
+def _unknown_case(retriever: Retriever, text: str, truth: bool) -> UnknownCase:
+    result = retriever.retrieve(text)
+    question = parse(text)
+    path = "code" if question.codes else "name" if question.names else "generic"
+    best = max((h.similarity or 0.0 for h in result.hits), default=0.0)
+    return UnknownCase(truth, result.unknown, path, best)
+
+
+def _fmt_ci(values: list[float], resamples: int) -> str:
+    low, high = bootstrap_ci(values, resamples)
+    return f"{statistics.fmean(values):.3f} [{low:.3f}, {high:.3f}]" if values else "-"
+
+
+def quality_table(result: dict[str, Any], resamples: int) -> str:
+    """Markdown: one row per method, mean and 95% bootstrap interval of each metric."""
+    head = (f"Quality on {result['dataset']} ({result['products']} products, {result['judged_queries']} "
+            "judged queries; mean [95% bootstrap CI])")
+    lines = [head, "",
+             "| method | nDCG@10 | Recall@10 | Recall@100 | MRR@10 |", "|---|---|---|---|---|"]
+    for method, s in result["scores"].items():
+        lines.append(f"| {method} | {_fmt_ci(s.ndcg10, resamples)} | {_fmt_ci(s.recall10, resamples)} | "
+                     f"{_fmt_ci(s.recall100, resamples)} | {_fmt_ci(s.mrr10, resamples)} |")
+    kinds = sorted(next(iter(result["scores"].values())).by_kind)
+    if len(kinds) > 1:
+        lines += ["", "nDCG@10 by query kind", "", "| method | " + " | ".join(kinds) + " |",
+                  "|---" * (len(kinds) + 1) + "|"]
+        for method, s in result["scores"].items():
+            cells = " | ".join(f"{statistics.fmean(s.by_kind[k]):.3f}" for k in kinds)
+            lines.append(f"| {method} | {cells} |")
+    return "\n".join(lines)
+
+
+def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
+    """Markdown: precision/recall of the unknown signal, overall and on generic questions per threshold."""
+    if not cases:
+        return ""
+
+    def pr(pred: list[bool], truth: list[bool]) -> tuple[float, float, int, int, int]:
+        tp = sum(p and t for p, t in zip(pred, truth, strict=True))
+        fp = sum(p and not t for p, t in zip(pred, truth, strict=True))
+        fn = sum(t and not p for p, t in zip(pred, truth, strict=True))
+        return tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0, tp, fp, fn
+
+    p, r, tp, fp, fn = pr([c.predicted for c in cases], [c.truth for c in cases])
+    lines = [f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
+             f"{sum(not c.truth for c in cases)} about real ones; threshold {threshold:.2f})", "",
+             "| scope | precision | recall | TP | FP | FN |", "|---|---|---|---|---|---|",
+             f"| all | {p:.3f} | {r:.3f} | {tp} | {fp} | {fn} |"]
+    for path in ("code", "name", "generic"):
+        sub = [c for c in cases if c.path == path]
+        if sub:
+            p, r, tp, fp, fn = pr([c.predicted for c in sub], [c.truth for c in sub])
+            lines.append(f"| {path} questions ({len(sub)}) | {p:.3f} | {r:.3f} | {tp} | {fp} | {fn} |")
+    generic = [c for c in cases if c.path == "generic"]
+    if generic:
+        lines += ["", "Generic questions only, by similarity threshold", "",
+                  "| threshold | precision | recall | FP | FN |", "|---|---|---|---|---|"]
+        for t in THRESHOLDS:
+            p, r, _, fp, fn = pr([c.best_similarity < t for c in generic], [c.truth for c in generic])
+            lines.append(f"| {t:.2f} | {p:.3f} | {r:.3f} | {fp} | {fn} |")
+    return "\n".join(lines)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
+    """p50/p99 of Retriever.retrieve (embed + search + unknown check) at a concurrency, in milliseconds."""
+    texts = [queries[i % len(queries)] for i in range(count)]
+
+    def timed(text: str) -> float:
+        start = time.perf_counter()
+        retriever.retrieve(text)
+        return (time.perf_counter() - start) * 1000
+
+    for text in texts[:5]:  # warm-up: first calls pay for lazy initialisation
+        retriever.retrieve(text)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        times = list(pool.map(timed, texts))
+    wall = time.perf_counter() - started
+    return {"p50_ms": _percentile(times, 0.5), "p99_ms": _percentile(times, 0.99), "qps": count / wall}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Entry point of `lorag bench retrieval`."""
+    from retrieval.cli import _settings
+
+    settings: RetrievalSettings = _settings(args)
+    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                        threads=settings.embedding_threads)
+    out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": embedder.name,
+                           "fusion": settings.fusion}
+    catalog = demo_catalog()
+    queries = labelled_queries(catalog)
+    if args.write_demo_beir:
+        write_beir(queries, catalog, args.write_demo_beir)
+        print(f"wrote the demo query set in BEIR layout to {args.write_demo_beir}")
+    with tempfile.TemporaryDirectory(prefix="lorag-bench-") as tmp:
+        root = Path(tmp)
+        sets: list[Path] = list(args.beir)
+        if not args.no_demo:
+            sets.insert(0, write_beir(queries, catalog, root / "lorag-demo"))
+        if args.wands:
+            sets.append(wands_to_beir(args.wands, root / "wands"))
+        for i, path in enumerate(sets):
+            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}")
+            print(quality_table(result, args.bootstrap), end="\n\n")
+            table = unknown_table(result["unknown"], settings.unknown_min_similarity)
+            if table:
+                print(table, end="\n\n")
+            out[f"quality:{result['dataset']}"] = _jsonable(result)
+        if args.latency or args.ingest:
+            texts = [q.text for q in queries]
+            for size in (int(s) for s in args.sizes.split(",")):
+                products = catalog if size <= len(catalog) else synthetic_catalog(size)
+                client, store, report = _open_store(products[:size], embedder, root / f"load-{size}")
+                try:
+                    row: dict[str, Any] = {"products": size, "ingest_s": report.seconds,
+                                           "ingest_per_s": report.written / report.seconds}
+                    started = time.perf_counter()
+                    again = ingest((Row(i + 1, p) for i, p in enumerate(products[:size])), store, embedder,
+                                   progress=False)
+                    row["reingest_unchanged_s"] = time.perf_counter() - started
+                    assert again.unchanged == size, again.summary()
+                    print(f"ingest {size} products: {report.summary()}; re-ingest unchanged "
+                          f"{row['reingest_unchanged_s']:.1f} s")
+                    if args.latency:
+                        retriever = Retriever(store, embedder, fusion=settings.fusion,
+                                              prefetch_limit=settings.prefetch_limit)
+                        for c in (int(x) for x in args.concurrency.split(",")):
+                            stats = latency(retriever, texts, c, args.queries)
+                            row[f"c{c}"] = stats
+                            print(f"latency {size} products, concurrency {c}: p50 {stats['p50_ms']:.1f} ms, "
+                                  f"p99 {stats['p99_ms']:.1f} ms, {stats['qps']:.1f} queries/s")
+                finally:
+                    client.close()
+                out[f"load:{size}"] = row
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
+    scores = {m: {"ndcg10": statistics.fmean(s.ndcg10), "recall10": statistics.fmean(s.recall10),
+                  "recall100": statistics.fmean(s.recall100), "mrr10": statistics.fmean(s.mrr10),
+                  "by_kind": {k: statistics.fmean(v) for k, v in s.by_kind.items()}}
+              for m, s in result["scores"].items() if s.ndcg10}
+    return {"products": result["products"], "judged_queries": result["judged_queries"],
+            "ingest": result["ingest"].summary(), "scores": scores,
+            "unknown": [c.__dict__ for c in result["unknown"]]}

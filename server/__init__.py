@@ -1,0 +1,1 @@
+"""The lorag gateway and its command line."""

@@ -1,0 +1,87 @@
+"""The engine launcher's derived vLLM flags, and the Qwen3 plumbing model served for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.demo_kit.kit import KitModel, load_kit
+from server.engine import (
+    AdapterSpec,
+    Engine,
+    EngineError,
+    EngineSpec,
+    engine_command,
+    engine_env,
+    lora_limits,
+)
+from tests.conftest import KIT_DIR, free_port
+
+
+def _adapter(tmp_path: Path, name: str, rank: int) -> AdapterSpec:
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    return AdapterSpec(name, tmp_path / name)
+
+
+def test_lora_limits_fit_every_adapter_plus_a_spare(tmp_path: Path) -> None:
+    adapters = [_adapter(tmp_path, "a", 8), _adapter(tmp_path, "b", 12), _adapter(tmp_path, "c", 16)]
+    assert lora_limits(adapters) == (4, 16)
+    assert lora_limits(adapters[:2], spare=0) == (2, 16)  # rank 12 rounds up to vLLM's next allowed rank
+    assert lora_limits([]) == (1, 8)
+
+
+def test_lora_limits_refuse_rank_vllm_cannot_serve(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="rank 1024"):
+        lora_limits([_adapter(tmp_path, "huge", 1024)])
+
+
+def test_command_and_env(tmp_path: Path) -> None:
+    spec = EngineSpec(model="/m", served_name="base", adapters=[_adapter(tmp_path, "a", 16)], port=9, device="cpu")
+    cmd = engine_command(spec, python="py")
+    assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--max-loras") + 1] == "2"
+    assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
+    module = json.loads(cmd[cmd.index("--lora-modules") + 1])
+    assert module == {"name": "a", "path": str(tmp_path / "a"), "base_model_name": "base"}
+    env = engine_env(spec, base={})
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(EngineSpec("/m", "b", device="gpu"), base={})
+
+
+def test_start_fails_with_log_tail_for_a_missing_model(tmp_path: Path) -> None:
+    spec = EngineSpec(model=str(tmp_path / "no-such-model"), served_name="x", port=free_port())
+    with pytest.raises(EngineError, match="exited with code"):
+        Engine(spec, log_path=tmp_path / "vllm.log").start(timeout=300)
+
+
+@pytest.mark.engine
+def test_qwen3_plumbing_model_serves_its_adapters(kit: KitModel, tmp_path: Path) -> None:
+    plumbing = load_kit(KIT_DIR, plumbing=True)
+    config = json.loads((plumbing.path / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3ForCausalLM"]
+    assert config["num_attention_heads"] // config["num_key_value_heads"] == 4  # Qwen3-8B's 32:8 grouping
+    spec = EngineSpec(
+        model=str(plumbing.path),
+        served_name=plumbing.name,
+        port=free_port(),
+        adapters=[AdapterSpec(n, p) for n, p in plumbing.adapters.items()],
+    )
+    with Engine(spec, log_path=tmp_path / "vllm.log") as engine:
+        ids = {m["id"] for m in httpx.get(f"{engine.url}/v1/models").json()["data"]}
+        assert ids == {plumbing.name, *plumbing.adapters}
+        outputs = set()
+        for model in [plumbing.name, *plumbing.adapters]:
+            r = httpx.post(
+                f"{engine.url}/v1/completions",
+                timeout=120,
+                json={"model": model, "prompt": "coffee grinder", "max_tokens": 8, "temperature": 0},
+            )
+            assert r.status_code == 200, r.text
+            outputs.add(r.json()["choices"][0]["text"])
+        # Random-weight adapters change the output: the LoRA weights really reach the Qwen3 layers.
+        assert len(outputs) == 3

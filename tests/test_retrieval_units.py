@@ -1,0 +1,136 @@
+"""Pure retrieval pieces: tokenizer, codes, question parsing, filters, metrics, the labelled query set."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from retrieval import lexical
+from retrieval.beir import load_beir
+from retrieval.catalog import Product, content_hash
+from retrieval.demo_catalog import demo_catalog, synthetic_catalog
+from retrieval.documents import codes_in, dense_text, product_codes
+from retrieval.filters import SearchFilters, to_qdrant
+from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, recall_at
+from retrieval.queries import labelled_queries, write_beir
+from retrieval.question import mentions, name_words, parse, price_filters
+from retrieval.store import point_id
+
+
+def _product(**kw: object) -> Product:
+    base: dict[str, object] = {
+        "id": "ESP-1042", "name": "Vellora Crema V-520", "category": "espresso machine",
+        "price": Decimal("349.00"), "stock": 3, "attributes": {"color": "red"},
+    }
+    base.update(kw)
+    return Product.model_validate(base)
+
+
+def test_tokenizer_keeps_codes_whole_and_split() -> None:
+    assert lexical.tokenize("Vellora Crema V-520") == ["vellora", "crema", "v-520", "v", "520"]
+
+
+def test_tokenizer_folds_stems_and_drops_stopwords() -> None:
+    assert lexical.tokenize("How much are the Décor Grinders and presses?") == ["decor", "grinder", "press"]
+
+
+def test_sparse_vectors_are_sorted_and_stable() -> None:
+    indices, values = lexical.document_vector("kettle kettle gooseneck")
+    assert indices == sorted(indices) and len(indices) == 2
+    assert max(values) == values[indices.index(lexical.term_index("kettle"))]
+    assert lexical.query_vector("kettle kettle") == ([lexical.term_index("kettle")], [1.0])
+
+
+def test_codes_are_normalised() -> None:
+    assert codes_in("is the v520 or the ESP-1042 cheaper than 58mm?") == {"V520", "ESP1042"}
+    assert product_codes(_product()) == ["ESP1042", "V520"]
+
+
+def test_dense_text_leads_with_name_and_leaves_out_sku_and_price() -> None:
+    text = dense_text(_product(description="Built for everyday brewing. " * 30))
+    assert text.startswith("Vellora Crema V-520. espresso machine. color: red")
+    assert "ESP-1042" not in text and "349" not in text and len(text) < 400
+
+
+@pytest.mark.parametrize(("text", "low", "high"), [
+    ("red kettle under $50", None, Decimal(50)),
+    ("grinder over 100 dollars", Decimal(100), None),
+    ("scale between $20 and $40", Decimal(20), Decimal(40)),
+])
+def test_price_bounds_are_read(text: str, low: Decimal | None, high: Decimal | None) -> None:
+    parsed = price_filters(text)
+    assert parsed is not None and (parsed.min_price, parsed.max_price) == (low, high)
+
+
+def test_numbers_without_currency_are_not_prices() -> None:
+    assert price_filters("a 54 in bench cushion under 60") is None
+
+
+def test_name_words_skip_sentence_openers_and_code_letters() -> None:
+    assert name_words("How much is the Aurin Meridian AU-450? Is ESP-1042 red?") == ("Aurin", "Meridian")
+    assert parse("red waterproof scale under $50").names_product is False
+
+
+def test_mentions_allows_one_typo() -> None:
+    assert mentions(("Velora", "Crema"), "Vellora Crema V-520")
+    assert not mentions(("Aurin",), "Vellora Aurora V-520")
+
+
+def test_content_hash_and_point_id() -> None:
+    product = _product()
+    assert content_hash(product) == content_hash(_product())
+    assert content_hash(product) != content_hash(_product(price=Decimal("349.01")))
+    assert point_id(product) == point_id(_product(price=Decimal(1)))
+    assert point_id(product) != point_id(_product(tenant="shop-b"))
+
+
+def test_filters_validate_and_translate() -> None:
+    with pytest.raises(ValidationError):
+        SearchFilters(min_price=Decimal(10), max_price=Decimal(5))
+    assert to_qdrant(None) is None and to_qdrant(SearchFilters()) is None
+    qfilter = to_qdrant(SearchFilters(category="Kettle", max_price=Decimal(50), in_stock=True, tenant="a"))
+    assert qfilter is not None and qfilter.must is not None and len(list(qfilter.must)) == 4  # type: ignore[arg-type]
+    merged = SearchFilters(max_price=Decimal(50)).merged(SearchFilters(category="kettle"))
+    assert (merged.category, merged.max_price) == ("kettle", Decimal(50))
+
+
+def test_metrics() -> None:
+    rel = {"a": 2, "b": 1}
+    assert ndcg_at(["a", "b", "c"], rel) == pytest.approx(1.0)
+    assert ndcg_at(["c", "b", "a"], rel) < 1.0
+    assert recall_at(["x", "b"], rel, 10) == 0.5
+    assert mrr_at(["x", "b"], rel) == 0.5
+    assert bootstrap_ci([1.0, 0.0, 1.0, 1.0]) == bootstrap_ci([1.0, 0.0, 1.0, 1.0])
+
+
+def test_labelled_queries_are_deterministic_and_cover_the_hard_cases() -> None:
+    catalog = demo_catalog()
+    queries = labelled_queries(catalog)
+    assert [q.text for q in queries] == [q.text for q in labelled_queries(catalog)]
+    assert len(queries) >= 200
+    kinds = {q.kind for q in queries}
+    assert {"name", "sku", "code", "misspelled", "attribute", "comparison", "unknown-name", "unknown-code",
+            "unknown-type"} <= kinds
+    ids = {p.id for p in catalog}
+    for q in queries:
+        assert q.unknown == (not q.relevance)
+        assert set(q.relevance) <= ids
+        assert q.unknown or 2 in q.relevance.values()
+
+
+def test_beir_round_trip(tmp_path: Path) -> None:
+    catalog = demo_catalog()[:20]
+    queries = labelled_queries(demo_catalog())[:5]
+    dataset = load_beir(write_beir(queries, catalog, tmp_path / "set"))
+    assert dataset.products == catalog
+    assert dataset.qrels == {q.id: q.relevance for q in queries if q.relevance}
+    assert dataset.query_meta[queries[0].id]["kind"] == queries[0].kind
+
+
+def test_synthetic_catalog_extends_the_demo_catalog() -> None:
+    products = synthetic_catalog(2_000)
+    assert products[:300] == demo_catalog()
+    assert len({p.id for p in products}) == len({p.name for p in products}) == 2_000
