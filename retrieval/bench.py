@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
 from retrieval.retriever import Retriever
 from retrieval.settings import RetrievalSettings
-from retrieval.store import METHODS, CatalogStore
+from retrieval.store import METHODS, CatalogIndex, CatalogStore
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
@@ -55,24 +55,38 @@ class UnknownCase:
     predicted: bool
     path: str  # code, name or generic
     best_similarity: float
+    names_category: bool  # a generic question naming a top hit's category is never unknown
 
 
-def _open_store(products: Sequence[Product], embedder: Embedder, root: Path) -> tuple[Any, CatalogStore,
-                                                                                         IngestReport]:
-    from qdrant_client import QdrantClient
+def _open_store(products: Sequence[Product], embedder: Embedder, root: Path,
+                backend: str) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
+    """A fresh store under `root` holding `products`, a function closing it, and the ingest report."""
+    store: CatalogIndex
+    if backend == "edge":
+        from retrieval.edge_store import EdgeCatalogStore
 
-    client = QdrantClient(path=str(root))
-    store = CatalogStore(client)
+        edge = EdgeCatalogStore(root)
+        store, close = edge, edge.close
+    else:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=str(root))
+        store, close = CatalogStore(client), client.close
     rows = (Row(i + 1, p) for i, p in enumerate(products))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Local mode is not recommended")
         report = ingest(rows, store, embedder, progress=True, total=len(products))
-    return client, store, report
+    if backend == "edge":
+        started = time.perf_counter()
+        edge.finish_ingest()  # index building is part of the edge ingest, so it is timed with it
+        report.seconds += time.perf_counter() - started
+    return store, close, report
 
 
-def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path) -> dict[str, Any]:
+def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path,
+             backend: str = "qdrant") -> dict[str, Any]:
     """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline) and the unknown-signal cases."""
-    client, store, report = _open_store(dataset.products, embedder, root)
+    store, close, report = _open_store(dataset.products, embedder, root, backend)
     try:
         retriever = Retriever(store, embedder, fusion=settings.fusion, prefetch_limit=settings.prefetch_limit,
                               unknown_min_similarity=settings.unknown_min_similarity)
@@ -91,7 +105,7 @@ def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, 
         unknown = [_unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]))
                    for q, meta in dataset.query_meta.items() if "unknown" in meta]
     finally:
-        client.close()
+        close()
     return {"dataset": dataset.name, "products": len(dataset.products), "judged_queries": len(judged),
             "ingest": report, "scores": scores, "unknown": unknown}
 
@@ -109,7 +123,9 @@ def _unknown_case(retriever: Retriever, text: str, truth: bool) -> UnknownCase:
     question = parse(text)
     path = "code" if question.codes else "name" if question.names else "generic"
     best = max((h.similarity or 0.0 for h in result.hits), default=0.0)
-    return UnknownCase(truth, result.unknown, path, best)
+    words = set(lexical.tokenize(text))
+    names_category = any(set(lexical.tokenize(h.product.category)) <= words for h in result.hits)
+    return UnknownCase(truth, result.unknown, path, best, names_category)
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:
@@ -162,7 +178,8 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
         lines += ["", "Generic questions only, by similarity threshold", "",
                   "| threshold | precision | recall | FP | FN |", "|---|---|---|---|---|"]
         for t in THRESHOLDS:
-            p, r, _, fp, fn = pr([c.best_similarity < t for c in generic], [c.truth for c in generic])
+            predicted = [not c.names_category and c.best_similarity < t for c in generic]
+            p, r, _, fp, fn = pr(predicted, [c.truth for c in generic])
             lines.append(f"| {t:.2f} | {p:.3f} | {r:.3f} | {fp} | {fn} |")
     return "\n".join(lines)
 
@@ -172,22 +189,38 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
-    """p50/p99 of Retriever.retrieve (embed + search + unknown check) at a concurrency, in milliseconds."""
-    texts = [queries[i % len(queries)] for i in range(count)]
-
-    def timed(text: str) -> float:
+def _timed_runs(call: Callable[[int], object], count: int, concurrency: int) -> dict[str, float]:
+    """p50/p99 (ms) and throughput of `count` calls of call(i) from `concurrency` threads."""
+    def timed(i: int) -> float:
         start = time.perf_counter()
-        retriever.retrieve(text)
+        call(i)
         return (time.perf_counter() - start) * 1000
 
-    for text in texts[:5]:  # warm-up: first calls pay for lazy initialisation
-        retriever.retrieve(text)
+    for i in range(5):  # warm-up: first calls pay for lazy initialisation
+        call(i)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        times = list(pool.map(timed, texts))
+        times = list(pool.map(timed, range(count)))
     wall = time.perf_counter() - started
     return {"p50_ms": _percentile(times, 0.5), "p99_ms": _percentile(times, 0.99), "qps": count / wall}
+
+
+def latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
+    """Retriever.retrieve end to end: embed + hybrid search + unknown check."""
+    return _timed_runs(lambda i: retriever.retrieve(queries[i % len(queries)]), count, concurrency)
+
+
+def search_latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
+    """The store's share: the fused search alone, with the query vectors computed beforehand."""
+    dense = retriever.embedder.embed(queries)
+    sparse = [lexical.query_vector(q) for q in queries]
+
+    def call(i: int) -> object:
+        j = i % len(queries)
+        return retriever.store.search(dense[j], sparse[j], method=retriever.fusion, limit=10,
+                                      prefetch_limit=retriever.prefetch_limit, with_dense=True)
+
+    return _timed_runs(call, count, concurrency)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -195,12 +228,11 @@ def run_bench(args: argparse.Namespace) -> int:
     from retrieval.cli import _settings
 
     settings: RetrievalSettings = _settings(args)
-    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                        threads=settings.embedding_threads)
+    embedder = Embedder.from_settings(settings)
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": embedder.name,
-                           "fusion": settings.fusion}
+                           "fusion": settings.fusion, "store": args.store}
     catalog = demo_catalog()
-    queries = labelled_queries(catalog)
+    queries = labelled_queries(catalog, seed=args.query_seed)
     if args.write_demo_beir:
         write_beir(queries, catalog, args.write_demo_beir)
         print(f"wrote the demo query set in BEIR layout to {args.write_demo_beir}")
@@ -212,7 +244,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.wands:
             sets.append(wands_to_beir(args.wands, root / "wands"))
         for i, path in enumerate(sets):
-            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}")
+            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}", args.store)
             print(quality_table(result, args.bootstrap), end="\n\n")
             table = unknown_table(result["unknown"], settings.unknown_min_similarity)
             if table:
@@ -222,7 +254,7 @@ def run_bench(args: argparse.Namespace) -> int:
             texts = [q.text for q in queries]
             for size in (int(s) for s in args.sizes.split(",")):
                 products = catalog if size <= len(catalog) else synthetic_catalog(size)
-                client, store, report = _open_store(products[:size], embedder, root / f"load-{size}")
+                store, close, report = _open_store(products[:size], embedder, root / f"load-{size}", args.store)
                 try:
                     row: dict[str, Any] = {"products": size, "ingest_s": report.seconds,
                                            "ingest_per_s": report.written / report.seconds}
@@ -237,12 +269,14 @@ def run_bench(args: argparse.Namespace) -> int:
                         retriever = Retriever(store, embedder, fusion=settings.fusion,
                                               prefetch_limit=settings.prefetch_limit)
                         for c in (int(x) for x in args.concurrency.split(",")):
-                            stats = latency(retriever, texts, c, args.queries)
-                            row[f"c{c}"] = stats
-                            print(f"latency {size} products, concurrency {c}: p50 {stats['p50_ms']:.1f} ms, "
-                                  f"p99 {stats['p99_ms']:.1f} ms, {stats['qps']:.1f} queries/s")
+                            for what, measure in (("embed+search", latency), ("search only", search_latency)):
+                                stats = measure(retriever, texts, c, args.queries)
+                                row[f"{what} c{c}"] = stats
+                                print(f"latency {size} products, {what}, concurrency {c}: p50 "
+                                      f"{stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
+                                      f"{stats['qps']:.1f} queries/s")
                 finally:
-                    client.close()
+                    close()
                 out[f"load:{size}"] = row
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=2, default=str))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if not args.path.is_file():
         print(f"no such file: {args.path}", file=sys.stderr)
         return 2
-    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                        threads=settings.embedding_threads)
+    embedder = Embedder.from_settings(settings)
     client = build_client(settings)
     try:
         report = ingest(
@@ -68,7 +68,7 @@ def _search(args: argparse.Namespace) -> int:
     settings = _settings(args)
     filters = SearchFilters(category=args.category, min_price=args.min_price, max_price=args.max_price,
                             in_stock=args.in_stock, tenant=args.tenant)
-    embedder = Embedder(settings.embedding_model, threads=settings.embedding_threads)
+    embedder = Embedder.from_settings(settings)
     client = build_client(settings)
     try:
         retriever = Retriever.from_settings(settings, client, embedder)
@@ -101,6 +101,21 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Store and model failures become one line on stderr and exit status 2, not a traceback."""
+    def run(args: argparse.Namespace) -> int:
+        from retrieval.embedder import EmbedderError
+        from retrieval.store import StoreError
+
+        try:
+            return handler(args)
+        except (StoreError, EmbedderError) as exc:
+            print(f"lorag: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _bench(args: argparse.Namespace) -> int:
     from retrieval.bench import run_bench
 
@@ -130,7 +145,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ing.add_argument("--batch-size", type=int, default=256, help="products embedded and written per batch")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     _store_args(ing)
-    ing.set_defaults(func=_ingest)
+    ing.set_defaults(func=_reporting_errors(_ingest))
 
     search = catalog.add_parser("search", help="hybrid search: the facts the gateway would inject")
     search.add_argument("query")
@@ -146,13 +161,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search.add_argument("--facts", action="store_true", help="print the facts block as the model sees it")
     search.add_argument("--json", action="store_true")
     _store_args(search)
-    search.set_defaults(func=_search)
+    search.set_defaults(func=_reporting_errors(_search))
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
     ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
     ret.add_argument("--wands", type=Path, help="a WANDS checkout's dataset/ directory (converted to BEIR)")
     ret.add_argument("--no-demo", action="store_true", help="skip the labelled demo query set")
+    ret.add_argument("--query-seed", type=int, default=20, help="seed of the labelled demo query set")
     ret.add_argument("--write-demo-beir", type=Path, metavar="DIR", help="write the demo set in BEIR layout")
     ret.add_argument("--latency", action="store_true", help="embed+search p50/p99 at each --concurrency")
     ret.add_argument("--ingest", action="store_true", help="ingest throughput (products/s)")
@@ -161,5 +177,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
     ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
+    ret.add_argument("--store", choices=["qdrant", "edge"], default="qdrant",
+                     help="qdrant-client local mode, or Qdrant Edge (needs qdrant-edge-py; experimental)")
     _store_args(ret)
-    ret.set_defaults(func=_bench)
+    ret.set_defaults(func=_reporting_errors(_bench))

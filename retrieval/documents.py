@@ -7,7 +7,7 @@ boiler espresso machine"); the description head adds the gist. It stays short on
 are left out: an embedding cannot match codes or compare numbers (the lexical index and filters do that).
 
 Lexical text (tokenised): everything a shopper may type verbatim: name, SKU, category, every attribute key and
-value, the whole description.
+value, the whole description; plus character trigrams of the name alone, for misspelt brands (see lexical).
 """
 
 from __future__ import annotations

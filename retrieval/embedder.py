@@ -7,7 +7,9 @@ site-packages, so nothing is downloaded (HF_HUB_OFFLINE is set before loading to
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,8 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from retrieval.settings import RetrievalSettings
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -53,9 +57,12 @@ class Embedder:
         if threads is not None:
             # Process-wide; on a small shared CPU, oversubscribed threads cost more than they give.
             torch.set_num_threads(threads)
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers 5
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in some versions
         self.name = model
         self.batch_size = batch_size
+        self._turn = threading.Condition(threading.Lock())
+        self._waiting: list[tuple[str, Future[Vectors]]] = []
+        self._busy = False
         try:
             self._model: SentenceTransformer = SentenceTransformer(resolve_model(model), device="cpu")
         except OSError as exc:
@@ -64,6 +71,12 @@ class Embedder:
         if dimension is None:
             raise EmbedderError(f"embedding model {model!r} does not declare its vector size")
         self.dimension = int(dimension)
+
+    @classmethod
+    def from_settings(cls, settings: RetrievalSettings) -> Embedder:
+        """The embedder that settings name (LORAG_EMBEDDING_MODEL, _BATCH_SIZE, _THREADS)."""
+        return cls(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                   threads=settings.embedding_threads)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One normalised vector per text, computed in batches."""
@@ -77,6 +90,29 @@ class Embedder:
         return result
 
     def embed_query(self, text: str) -> Vectors:
-        """The vector of one query."""
-        vector: Vectors = self.embed([text])[0]
-        return vector
+        """The vector of one query; queries arriving together from several threads share one forward pass."""
+        # One batched pass costs little more than one query's, so under concurrency whichever caller finds the
+        # model idle embeds everything waiting; the others sleep until their vector is set or the model is
+        # free again. A lone caller embeds at once: no timer, no added latency.
+        future: Future[Vectors] = Future()
+        with self._turn:
+            self._waiting.append((text, future))
+            while not future.done():
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                self._busy = True
+                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
+                self._turn.release()
+                try:
+                    vectors = self.embed([t for t, _ in batch])
+                    for (_, waiter), vector in zip(batch, vectors, strict=True):
+                        waiter.set_result(vector)
+                except BaseException as exc:  # every waiter must wake up, with the failure
+                    for _, waiter in batch:
+                        waiter.set_exception(exc)
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._turn.notify_all()
+        return future.result()

@@ -20,7 +20,7 @@ from retrieval.catalog import Product, content_hash
 from retrieval.documents import INDEX_VERSION, dense_text, lexical_text
 from retrieval.embedder import Embedder
 from retrieval.loaders import Row, RowError
-from retrieval.store import CatalogStore, PointData, point_id
+from retrieval.store import CatalogIndex, PointData, point_id
 
 DEFAULT_BATCH = 256
 
@@ -71,7 +71,7 @@ def points(products: list[Product], embedder: Embedder) -> list[PointData]:
 
 def ingest(
     rows: Iterable[Row | RowError],
-    store: CatalogStore,
+    store: CatalogIndex,
     embedder: Embedder,
     *,
     prune: bool = False,
@@ -85,7 +85,7 @@ def ingest(
     started = time.perf_counter()
     report = IngestReport()
     store.ensure_collection(embedder.dimension, recreate=recreate)
-    store.relax_local_fsync()
+    store.prepare_ingest()
     stored = store.index_hashes()
     seen: dict[str, int] = {}  # point id -> line, to reject a repeated id instead of silently keeping one
     rejected_ids: set[str] = set()
@@ -127,7 +127,7 @@ def ingest(
     return report
 
 
-def _write(store: CatalogStore, embedder: Embedder, pending: list[Product], stored: dict[str, str],
+def _write(store: CatalogIndex, embedder: Embedder, pending: list[Product], stored: dict[str, str],
            report: IngestReport) -> None:
     if not pending:
         return

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from difflib import SequenceMatcher
 
 from retrieval.documents import CODE, codes_in
 from retrieval.filters import SearchFilters
@@ -71,9 +70,23 @@ def parse(text: str) -> Question:
     return Question(text, frozenset(codes_in(text)), name_words(text), price_filters(text))
 
 
+def _edits(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
 def _similar(a: str, b: str) -> bool:
-    # One typo in a brand ("Velora", "Ozo") still names the product: ratio 0.8 allows one edit in 4+ letters.
-    return a == b or (min(len(a), len(b)) >= 3 and SequenceMatcher(None, a, b).ratio() >= 0.8)
+    # One typo ("Velora", "Lmua", "Blt") still names the product; two-letter words must match exactly.
+    return a == b or (min(len(a), len(b)) >= 3 and abs(len(a) - len(b)) <= 1 and _edits(a, b) <= 1)
 
 
 def mentions(words: tuple[str, ...], text: str) -> bool:

@@ -8,7 +8,7 @@ by Qdrant's Query API. Then the retriever decides whether the question names a p
   An exact code match found outside the top hits is looked up and put first; a code shared across brands
   must come with the brand or series asked for;
 - a question with brand or series names ("the Aurin Meridian") is about a product we hold only if one of the
-  top hits carries all those names (one typo allowed);
+  top candidates carries all those names (one typo allowed); those that do are put first;
 - any other question is generic ("a waterproof scale"): it is unknown when it names no category of the top
   hits and even the best hit is a poor semantic match (dense cosine below a threshold, measured on the
   labelled demo queries).
@@ -28,13 +28,16 @@ from retrieval import lexical
 from retrieval.catalog import Product
 from retrieval.documents import product_codes
 from retrieval.embedder import Embedder
-from retrieval.filters import SearchFilters, to_qdrant
+from retrieval.filters import SearchFilters
 from retrieval.question import Question, mentions, parse
 from retrieval.settings import Fusion, RetrievalSettings
-from retrieval.store import CatalogStore, Method, StoredHit
+from retrieval.store import CatalogIndex, CatalogStore, Method, StoredHit
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
+
+# Candidates fetched per question whatever top_k is, among which a named product is looked for.
+CANDIDATES = 10
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Retriever:
 
     def __init__(
         self,
-        store: CatalogStore,
+        store: CatalogIndex,
         embedder: Embedder,
         *,
         fusion: Fusion = "dbsf",
@@ -97,7 +100,7 @@ class Retriever:
         dense = self.embedder.embed_query(query)
         return self.store.search(
             dense, lexical.query_vector(query), method=method or self.fusion, limit=limit,
-            prefetch_limit=self.prefetch_limit, query_filter=to_qdrant(filters), with_dense=with_dense,
+            prefetch_limit=self.prefetch_limit, filters=filters, with_dense=with_dense,
         )
 
     def retrieve(
@@ -109,16 +112,20 @@ class Retriever:
         if self.parse_prices and question.filters is not None and not question.names_product:
             applied = question.filters.merged(filters)
         dense = self.embedder.embed_query(query)
-        found = self.store.search(dense, lexical.query_vector(query), method=self.fusion, limit=top_k,
-                                  prefetch_limit=self.prefetch_limit, query_filter=to_qdrant(applied),
-                                  with_dense=True)
+        # A few more candidates than asked for, so a named product ranked just below top_k can be promoted.
+        found = self.store.search(dense, lexical.query_vector(query), method=self.fusion,
+                                  limit=max(top_k, CANDIDATES), prefetch_limit=self.prefetch_limit,
+                                  filters=applied, with_dense=True)
         hits = [Hit(h.product, h.score, _cosine(dense, h.dense)) for h in found]
         if question.codes:
             hits, unknown, reason = self._by_code(question, hits, filters, top_k)
         elif question.names:
-            unknown = not any(mentions(question.names, _name_text(h.product)) for h in hits)
+            named = [h for h in hits if mentions(question.names, _name_text(h.product))]
+            unknown = not named
             reason = f"no product named {' '.join(question.names)!r}" if unknown else ""
+            hits = _first(named, hits)
         else:
+            hits = hits[:top_k]
             words = set(lexical.tokenize(query))
             names_category = any(set(lexical.tokenize(h.product.category)) <= words for h in hits)
             best = max((h.similarity or 0.0 for h in hits), default=0.0)
@@ -128,21 +135,27 @@ class Retriever:
 
     def _by_code(self, question: Question, hits: list[Hit], filters: SearchFilters | None,
                  top_k: int) -> tuple[list[Hit], bool, str]:
-        """Put exact code matches first (looking them up if the search missed them); none means unknown."""
+        """Put exact code matches first (looking up codes the search missed); none means unknown."""
         exact = [h for h in hits if question.codes & set(product_codes(h.product))]
-        if not exact:
+        missing = question.codes.difference(*(product_codes(h.product) for h in exact))
+        if missing:
             top = hits[0].score if hits else 1.0
-            looked_up = self.store.find_codes(sorted(question.codes), to_qdrant(filters), top_k)
-            exact = [Hit(p, top) for p in looked_up]
+            held = {(h.product.tenant, h.product.id) for h in exact}
+            looked_up = self.store.find_codes(sorted(missing), filters, top_k)
+            exact += [Hit(p, top) for p in looked_up if (p.tenant, p.id) not in held]
         codes = ", ".join(sorted(question.codes))
         if not exact:
             return hits, True, f"no product with code {codes}"
         # Codes repeat across brands ("L-565"): the code's products must also carry the names asked for.
         if question.names and not mentions(question.names, " ".join(_name_text(h.product) for h in exact)):
             return hits, True, f"no product {' '.join(question.names)!r} with code {codes}"
-        exact_ids = {(h.product.tenant, h.product.id) for h in exact}
-        rest = [h for h in hits if (h.product.tenant, h.product.id) not in exact_ids]
-        return exact + rest, False, ""
+        return _first(exact, hits), False, ""
+
+
+def _first(preferred: list[Hit], hits: list[Hit]) -> list[Hit]:
+    """`preferred` hits, then the others in their order."""
+    keys = {(h.product.tenant, h.product.id) for h in preferred}
+    return preferred + [h for h in hits if (h.product.tenant, h.product.id) not in keys]
 
 
 def _name_text(product: Product) -> str:

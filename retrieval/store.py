@@ -14,7 +14,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -81,8 +81,30 @@ class PointData:
     index_hash: str
 
 
+class CatalogIndex(Protocol):
+    """What ingest and the retriever need from a store (CatalogStore here, EdgeCatalogStore in edge_store)."""
+
+    collection: str
+
+    @property
+    def local(self) -> bool: ...
+    def exists(self) -> bool: ...
+    def ensure_collection(self, dimension: int, *, recreate: bool = False) -> None: ...
+    def prepare_ingest(self) -> bool: ...
+    def count(self) -> int: ...
+    def index_hashes(self) -> dict[str, str]: ...
+    def product_ids(self, tenant: str | None = None) -> Iterator[tuple[str, str]]: ...
+    def upsert(self, points: Sequence[PointData]) -> None: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def search(self, dense: Vectors, sparse: tuple[list[int], list[float]], *, method: Method = "dbsf",
+               limit: int = 4, prefetch_limit: int = 50, filters: keys.SearchFilters | None = None,
+               with_dense: bool = False) -> list[StoredHit]: ...
+    def find_codes(self, codes: Sequence[str], filters: keys.SearchFilters | None,
+                   limit: int) -> list[Product]: ...
+
+
 class CatalogStore:
-    """Create, fill and query the catalog collection."""
+    """Create, fill and query the catalog collection through qdrant-client (local mode or a server)."""
 
     def __init__(self, client: QdrantClient, collection: str = "catalog") -> None:
         self.client = client
@@ -143,8 +165,8 @@ class CatalogStore:
                 self._call("create payload index", self.client.create_payload_index, self.collection,
                            field_name=field, field_schema=schema, wait=True)
 
-    def relax_local_fsync(self) -> bool:
-        """Local mode only: journal the store in WAL with synchronous=NORMAL; True if applied.
+    def prepare_ingest(self) -> bool:
+        """Before bulk writes. Local mode: journal the store in WAL with synchronous=NORMAL; True if applied.
 
         Local mode commits every point in its own SQLite transaction with a full fsync, which caps ingest at
         ~50-100 points/s on ordinary disks (measured: 18 ms/point here, 0.4 ms/point in WAL). WAL+NORMAL
@@ -202,7 +224,7 @@ class CatalogStore:
                 id=point_id(p.product),
                 vector={DENSE: p.dense.tolist(),
                         SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
-                payload=_payload(p.product, p.index_hash),
+                payload=point_payload(p.product, p.index_hash),
             )
             for p in points
         ]
@@ -221,15 +243,16 @@ class CatalogStore:
         dense: Vectors,
         sparse: tuple[list[int], list[float]],
         *,
-        method: Method = "rrf",
+        method: Method = "dbsf",
         limit: int = 4,
         prefetch_limit: int = 50,
-        query_filter: models.Filter | None = None,
+        filters: keys.SearchFilters | None = None,
         with_dense: bool = False,
     ) -> list[StoredHit]:
         """The best `limit` products by one method: dense, sparse, or both fused (rrf, dbsf)."""
         from qdrant_client import models
 
+        query_filter = keys.to_qdrant(filters)
         sparse_query = models.SparseVector(indices=sparse[0], values=sparse[1])
         if method in ("rrf", "dbsf") and not sparse[0]:
             method = "dense"  # a query of stopwords only has no lexical side to fuse
@@ -258,12 +281,11 @@ class CatalogStore:
         response = self._call("query", self.client.query_points, self.collection, **request)
         return [_hit(point.payload, point.score, point.vector) for point in response.points]
 
-    def find_codes(
-        self, codes: Sequence[str], query_filter: models.Filter | None, limit: int
-    ) -> list[Product]:
+    def find_codes(self, codes: Sequence[str], filters: keys.SearchFilters | None, limit: int) -> list[Product]:
         """Products whose SKU or model code is one of `codes` (exact, normalised)."""
         from qdrant_client import models
 
+        query_filter = keys.to_qdrant(filters)
         by_code = models.FieldCondition(key=keys.CODES, match=models.MatchAny(any=list(codes)))
         must: list[models.Condition] = [by_code]
         if query_filter is not None:
@@ -275,7 +297,8 @@ class CatalogStore:
         return [Product.model_validate((r.payload or {})[PRODUCT]) for r in records]
 
 
-def _payload(product: Product, index_hash: str) -> dict[str, Any]:
+def point_payload(product: Product, index_hash: str) -> dict[str, Any]:
+    """The payload of a product's point: the whole product plus indexed copies of the filterable fields."""
     payload: dict[str, Any] = {
         PRODUCT: product.model_dump(mode="json"),
         keys.PRODUCT_ID: product.id,

@@ -131,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("extra", nargs="*", help="after --, extra arguments passed to vLLM")
     eng.set_defaults(func=_engine)
     from retrieval.cli import register as register_retrieval
+    from server.serve import register as register_serve
 
     register_retrieval(sub)
+    register_serve(sub)
     return parser
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -60,28 +63,41 @@ def test_start_fails_with_log_tail_for_a_missing_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.engine
-def test_qwen3_plumbing_model_serves_its_adapters(kit: KitModel, tmp_path: Path) -> None:
+def test_cli_serves_qwen3_plumbing_model_and_stops_cleanly(kit: KitModel) -> None:
+    """`lorag engine --plumbing`: ready line, the Qwen3 adapters change the output, Ctrl-C stops vLLM."""
     plumbing = load_kit(KIT_DIR, plumbing=True)
     config = json.loads((plumbing.path / "config.json").read_text())
     assert config["architectures"] == ["Qwen3ForCausalLM"]
     assert config["num_attention_heads"] // config["num_key_value_heads"] == 4  # Qwen3-8B's 32:8 grouping
-    spec = EngineSpec(
-        model=str(plumbing.path),
-        served_name=plumbing.name,
-        port=free_port(),
-        adapters=[AdapterSpec(n, p) for n, p in plumbing.adapters.items()],
-    )
-    with Engine(spec, log_path=tmp_path / "vllm.log") as engine:
-        ids = {m["id"] for m in httpx.get(f"{engine.url}/v1/models").json()["data"]}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "engine", "--kit", str(KIT_DIR), "--plumbing", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        _drive_plumbing_engine(proc, url, plumbing)
+
+
+def _drive_plumbing_engine(proc: subprocess.Popen[str], url: str, plumbing: KitModel) -> None:
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert f"{url}/v1" in ready, ready
+        ids = {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]}
         assert ids == {plumbing.name, *plumbing.adapters}
         outputs = set()
         for model in [plumbing.name, *plumbing.adapters]:
-            r = httpx.post(
-                f"{engine.url}/v1/completions",
-                timeout=120,
-                json={"model": model, "prompt": "coffee grinder", "max_tokens": 8, "temperature": 0},
-            )
+            body = {"model": model, "prompt": "coffee grinder", "max_tokens": 8, "temperature": 0}
+            r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
             assert r.status_code == 200, r.text
             outputs.add(r.json()["choices"][0]["text"])
         # Random-weight adapters change the output: the LoRA weights really reach the Qwen3 layers.
         assert len(outputs) == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
@@ -93,8 +98,8 @@ def test_a_named_product_is_never_filtered_out_by_a_written_price(retriever: Ret
 
 
 @pytest.mark.parametrize("question", [
-    "How much is the Vellora Crema V-999?",                      # real brand and series, no such model code
-    f"Is the {product_name(__import__('random').Random(3), 'heldout')} in stock?",  # a brand we do not sell
+    "How much is the Vellora Crema V-999?",  # real brand and series, no such model code
+    f"Is the {product_name(random.Random(3), 'heldout')} in stock?",  # a brand we do not sell
     "Do you have the Aurin Meridian kettle?",
     "Do you sell toasters?",
 ])
@@ -195,3 +200,27 @@ def test_refuses_a_collection_of_another_dimension(small_store: CatalogStore) ->
     with pytest.raises(StoreError, match="--recreate"):
         small_store.ensure_collection(768)
     small_store.ensure_collection(768, recreate=True)
+
+
+def test_concurrent_queries_share_forward_passes_and_get_their_own_vectors(embedder: Embedder) -> None:
+    texts = [f"question {i} about a {p.category}" for i, p in enumerate(CATALOG[:24])]
+    expected = embedder.embed(texts)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        vectors = list(pool.map(embedder.embed_query, texts))
+    for got, want in zip(vectors, expected, strict=True):
+        assert np.allclose(got, want, atol=1e-5)
+
+
+def test_a_local_store_held_by_another_client_is_a_clear_error(tmp_path: Path) -> None:
+    settings = RetrievalSettings(qdrant_path=tmp_path / "qdrant")
+    first = build_client(settings)
+    try:
+        with warnings.catch_warnings():
+            # qdrant-client leaves the lock file open when it refuses the second client; collect it here,
+            # quietly, rather than at some later test's garbage collection.
+            warnings.simplefilter("ignore", ResourceWarning)
+            with pytest.raises(StoreError, match="already accessed"):
+                build_client(settings)
+            gc.collect()
+    finally:
+        first.close()

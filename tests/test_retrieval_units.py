@@ -41,7 +41,18 @@ def test_sparse_vectors_are_sorted_and_stable() -> None:
     indices, values = lexical.document_vector("kettle kettle gooseneck")
     assert indices == sorted(indices) and len(indices) == 2
     assert max(values) == values[indices.index(lexical.term_index("kettle"))]
-    assert lexical.query_vector("kettle kettle") == ([lexical.term_index("kettle")], [1.0])
+    q_indices, q_values = lexical.query_vector("kettle kettle")
+    weights = dict(zip(q_indices, q_values, strict=True))
+    assert weights.pop(lexical.term_index("kettle")) == 1.0
+    assert set(weights) == {lexical.term_index(g) for g in lexical.trigrams("kettle")}
+    assert sum(weights.values()) == pytest.approx(lexical.FUZZY_WEIGHT)
+
+
+def test_name_trigrams_make_a_misspelt_brand_match() -> None:
+    doc = dict(zip(*lexical.document_vector("Vellora Crema V-520", fuzzy="Vellora Crema V-520"), strict=True))
+    query = dict(zip(*lexical.query_vector("velora"), strict=True))
+    assert lexical.term_index("velora") not in doc
+    assert len(set(doc) & set(query)) >= 4
 
 
 def test_codes_are_normalised() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,6 +31,8 @@ class Score:
     fakes_total: int = 0
     invented_price: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    completion_tokens: int = 0
 
     @property
     def fact_accuracy(self) -> float:
@@ -38,6 +41,11 @@ class Score:
     @property
     def refusal_rate(self) -> float:
         return self.refused / self.fakes_total if self.fakes_total else 0.0
+
+    def latency(self, q: float) -> float:
+        """The q-quantile of request latency in seconds (nearest rank)."""
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 def judge(q: Question, answer: str) -> bool:
@@ -49,12 +57,14 @@ def judge(q: Question, answer: str) -> bool:
     return REFUSAL_MARK in answer.lower() and not _PRICE.search(answer)
 
 
-async def _ask(client: httpx.AsyncClient, model: str, q: Question, max_tokens: int) -> str:
+async def _ask(client: httpx.AsyncClient, model: str, q: Question, max_tokens: int) -> tuple[str, float, int]:
     body = {"model": model, "messages": q.messages(), "max_tokens": max_tokens, "temperature": 0}
+    started = time.monotonic()
     response = await client.post("/v1/chat/completions", json=body)
     response.raise_for_status()
-    content: str = response.json()["choices"][0]["message"]["content"] or ""
-    return content
+    payload = response.json()
+    content: str = payload["choices"][0]["message"]["content"] or ""
+    return content, time.monotonic() - started, int(payload["usage"]["completion_tokens"])
 
 
 async def evaluate(
@@ -75,7 +85,9 @@ async def evaluate(
 
             async def one(q: Question, score: Score = score, model: str = model) -> None:
                 async with gate:
-                    answer = await _ask(client, model, q, max_tokens)
+                    answer, seconds, tokens = await _ask(client, model, q, max_tokens)
+                score.seconds.append(seconds)
+                score.completion_tokens += tokens
                 ok = judge(q, answer)
                 if q.product is not None:
                     score.facts_total += 1
@@ -95,13 +107,15 @@ async def evaluate(
 def table(scores: list[Score]) -> str:
     """A markdown table of the scores."""
     lines = [
-        "| model | fact accuracy | refusal of fake products | fakes given a price |",
-        "| --- | --- | --- | --- |",
+        "| model | fact accuracy | refusal of fake products | fakes given a price | latency p50 / p90 "
+        "| tokens/answer |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in scores:
         lines.append(
             f"| {s.model} | {s.fact_accuracy:.1%} ({s.facts_right}/{s.facts_total}) "
             f"| {s.refusal_rate:.1%} ({s.refused}/{s.fakes_total}) "
-            f"| {s.invented_price}/{s.fakes_total} |"
+            f"| {s.invented_price}/{s.fakes_total} | {s.latency(0.5):.2f} / {s.latency(0.9):.2f} s "
+            f"| {s.completion_tokens / max(1, len(s.seconds)):.1f} |"
         )
     return "\n".join(lines)

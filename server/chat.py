@@ -1,0 +1,181 @@
+"""The chat service: one request through assistant → retrieval → prompt → vLLM → the client.
+
+Retrieval is synchronous and CPU-bound (embedding), so it runs in worker threads behind a capacity limiter and
+never blocks the event loop. Qdrant and embedder failures are translated here into RetrievalUnavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from retrieval.embedder import EmbedderError
+from retrieval.retriever import Hit, Retriever
+from retrieval.store import StoreError
+from server.assistants import Assistant, Registry
+from server.errors import GatewayError, RetrievalUnavailable, sse_error
+from server.metrics import UNKNOWN, Metrics
+from server.prompt import facts_block, retrieval_query, shown_hits, sources, upstream_messages
+from server.protocol import ChatCompletionRequest, ChatMessage, Source
+from server.relay import StreamRelay
+from server.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Prepared:
+    """A request ready for vLLM: the assistant, the upstream payload and what the answer is grounded on."""
+
+    assistant: Assistant
+    served_name: str
+    payload: dict[str, Any]
+    sources: list[Source]
+    request_id: str
+    started: float
+    stream: bool
+    client_wants_usage: bool
+    retrieval_seconds: float | None
+
+
+class ChatService:
+    """Runs chat completions; one instance per app, built by the lifespan."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        upstream: Upstream,
+        metrics: Metrics,
+        retriever: Retriever | None = None,
+        retrieval_concurrency: int = 4,
+    ) -> None:
+        self.registry = registry
+        self.upstream = upstream
+        self.metrics = metrics
+        self.retriever = retriever
+        self.limiter = anyio.CapacityLimiter(retrieval_concurrency)
+
+    async def prepare(self, request: ChatCompletionRequest, request_id: str, started: float) -> Prepared:
+        """Resolve the assistant, retrieve facts and build vLLM's payload (errors: 404, 503)."""
+        stream = "true" if request.stream else "false"
+        try:
+            assistant = self.registry.resolve(request.model)
+        except GatewayError as exc:
+            self.metrics.requests.labels(UNKNOWN, stream).inc()
+            self.metrics.errors.labels(UNKNOWN, str(exc.status)).inc()
+            raise
+        self.metrics.requests.labels(assistant.name, stream).inc()
+        try:
+            facts, hits, seconds = await self._retrieve(assistant, request.messages)
+        except GatewayError as exc:
+            self.metrics.errors.labels(assistant.name, str(exc.status)).inc()
+            raise
+        served = self.registry.served_name(assistant)
+        payload: dict[str, Any] = {**assistant.sampling.defaults(), **request.forwarded()}
+        payload["model"] = served
+        payload["messages"] = upstream_messages(request.messages, persona=assistant.persona, facts=facts)
+        wanted = request.requested_max_tokens()
+        payload["max_completion_tokens"] = min(wanted or assistant.max_tokens, assistant.max_tokens)
+        client_wants_usage = False
+        if request.stream:
+            options = request.stream_options.model_dump(exclude_none=True) if request.stream_options else {}
+            client_wants_usage = bool(options.get("include_usage"))
+            if not client_wants_usage:
+                options.pop("continuous_usage_stats", None)  # usage on every chunk, for a client that wants none
+            # Always asked for, so token metrics work; dropped again when the client did not ask.
+            payload["stream"] = True
+            payload["stream_options"] = {**options, "include_usage": True}
+        return Prepared(
+            assistant, served, payload, sources(hits), request_id, started, request.stream, client_wants_usage, seconds
+        )
+
+    async def _retrieve(
+        self, assistant: Assistant, messages: list[ChatMessage]
+    ) -> tuple[str | None, list[Hit], float | None]:
+        """The facts block (None when the assistant does not retrieve), the hits shown and the time taken."""
+        config = assistant.retrieval
+        if not config.enabled:
+            return None, [], None
+        query = retrieval_query(messages, config.context_turns)
+        if self.retriever is None or not query:
+            # No retriever only when no assistant retrieves (see the lifespan); no query: nothing to look up.
+            return facts_block([], unknown=False), [], None
+        began = time.perf_counter()
+        retrieve = partial(self.retriever.retrieve, query, top_k=config.top_k, filters=config.filters)
+        try:
+            result = await anyio.to_thread.run_sync(retrieve, limiter=self.limiter)
+        except (StoreError, EmbedderError) as exc:
+            log.warning("retrieval failed: %s", exc)
+            raise RetrievalUnavailable("the product catalog is unavailable; try again shortly") from exc
+        seconds = time.perf_counter() - began
+        self.metrics.retrieval.labels(assistant.name).observe(seconds)
+        hits, unknown = shown_hits(result, config)
+        return facts_block(hits, unknown), hits, seconds
+
+    async def complete(self, prepared: Prepared) -> dict[str, Any]:
+        """A non-streamed answer: vLLM's JSON with the assistant's name and `sources`."""
+        name = prepared.assistant.name
+        try:
+            answer = await self.upstream.chat(prepared.payload, prepared.request_id)
+        except GatewayError as exc:
+            self.metrics.errors.labels(name, str(exc.status)).inc()
+            raise
+        answer["model"] = name
+        answer["sources"] = prepared.sources
+        self.metrics.usage(name, answer.get("usage"))
+        self.metrics.latency.labels(name, "false").observe(time.perf_counter() - prepared.started)
+        return answer
+
+    async def stream(self, prepared: Prepared) -> AsyncGenerator[bytes, None]:
+        """The SSE relay. Its first item, b"", comes once vLLM accepted the request: a failure to open raises
+        before then, so the route still answers it with an HTTP error instead of an in-band one."""
+        name = prepared.assistant.name
+        try:
+            response = await self.upstream.open_stream(prepared.payload, prepared.request_id)
+        except GatewayError as exc:
+            self.metrics.errors.labels(name, str(exc.status)).inc()
+            raise
+        relay = StreamRelay(
+            assistant=name,
+            served_name=prepared.served_name,
+            sources=prepared.sources,
+            choices=int(prepared.payload.get("n") or 1),
+            client_wants_usage=prepared.client_wants_usage,
+            on_usage=partial(self.metrics.usage, name),
+        )
+        first = True
+        try:
+            yield b""
+            async with aclosing(self.upstream.events(response)) as events:
+                async for data in events:
+                    out = relay.process(data)
+                    if out is None:
+                        continue
+                    if first:
+                        self.metrics.ttft.labels(name).observe(time.perf_counter() - prepared.started)
+                        first = False
+                    yield b"data: " + out + b"\n\n"
+        except GatewayError as exc:
+            relay.error = exc
+            yield sse_error(exc)
+        except (anyio.get_cancelled_exc_class(), GeneratorExit):
+            # The client went away; closing vLLM's stream (below) is what cancels the generation there.
+            self.metrics.disconnects.labels(name).inc()
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        if relay.error is not None:
+            self.metrics.errors.labels(name, str(relay.error.status)).inc()
+        self.metrics.latency.labels(name, "true").observe(time.perf_counter() - prepared.started)
+        yield DONE_EVENT

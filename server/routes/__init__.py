@@ -1,0 +1,1 @@
+"""HTTP routes: each validates, calls one service, and returns JSON or a stream."""

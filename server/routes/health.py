@@ -1,0 +1,36 @@
+"""/health (the process answers), /ready (it can serve) and /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from server.deps import MetricsDep, ReadinessDep
+from server.errors import UpstreamUnavailable
+from server.metrics import CONTENT_TYPE
+from server.readiness import OK
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: answers while the event loop runs."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(readiness: ReadinessDep) -> JSONResponse:
+    """Readiness: 200 when vLLM serves every assistant's model and the catalog is there, else 503."""
+    checks = await readiness.check()
+    failed = {name: problem for name, problem in checks.items() if problem != OK}
+    if not failed:
+        return JSONResponse({"status": "ready", "checks": checks})
+    error = UpstreamUnavailable("not ready: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), code="not_ready")
+    return JSONResponse({**error.body(), "checks": checks}, status_code=error.status)
+
+
+@router.get("/metrics")
+async def metrics(registry: MetricsDep) -> Response:
+    """Prometheus text exposition."""
+    return Response(registry.render(), media_type=CONTENT_TYPE)

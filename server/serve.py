@@ -1,0 +1,82 @@
+"""`lorag serve`: the gateway on uvicorn.
+
+Options override the `LORAG_*` environment (and `.env`); they are passed on as environment variables so that
+every uvicorn worker builds the same settings. Local-mode Qdrant (a directory) takes an exclusive lock, so it
+allows one worker; use a Qdrant server (LORAG_QDRANT_URL) for more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# option -> settings field; each becomes LORAG_<FIELD> for the workers.
+_OVERRIDES = {
+    "host": "host",
+    "port": "port",
+    "assistants": "assistants",
+    "upstream_url": "upstream_url",
+    "qdrant_url": "qdrant_url",
+    "qdrant_path": "qdrant_path",
+    "collection": "collection",
+}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.assistants import ManifestError, Registry
+    from server.settings import GatewaySettings
+
+    for option, field in _OVERRIDES.items():
+        value = getattr(args, option)
+        if value is not None:
+            os.environ[f"LORAG_{field.upper()}"] = str(value)
+    if args.no_access_log:
+        os.environ["LORAG_ACCESS_LOG"] = "false"
+    settings = GatewaySettings()
+    try:
+        registry = Registry.from_file(settings.assistants)
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.workers > 1 and registry.needs_retrieval and not settings.qdrant_url:
+        print(
+            "local-mode Qdrant allows one process: use --workers 1 or a Qdrant server (--qdrant-url)", file=sys.stderr
+        )
+        return 2
+    print(
+        f"gateway on http://{settings.host}:{settings.port}/v1 -> vLLM at {settings.upstream_url}; "
+        f"assistants: {', '.join(a.name for a in registry)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve` to the lorag command line."""
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible gateway (settings: LORAG_* env, .env)")
+    serve.add_argument("--host", help="listen address (LORAG_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (LORAG_PORT, default 8000)")
+    serve.add_argument("--assistants", type=Path, help="assistants manifest YAML (LORAG_ASSISTANTS)")
+    serve.add_argument("--upstream-url", help="vLLM server, e.g. http://127.0.0.1:8001 (LORAG_UPSTREAM_URL)")
+    serve.add_argument("--qdrant-url", help="Qdrant server URL (LORAG_QDRANT_URL)")
+    serve.add_argument("--qdrant-path", type=Path, help="local-mode store directory (LORAG_QDRANT_PATH)")
+    serve.add_argument("--collection", help="catalog collection (LORAG_COLLECTION)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-access-log", action="store_true", help="no per-request log line (LORAG_ACCESS_LOG)")
+    serve.set_defaults(func=_serve)

@@ -1,0 +1,45 @@
+"""Gateway settings: `LORAG_*` environment variables and a `.env` file, read once in `create_app`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from retrieval.settings import RetrievalSettings
+
+DEFAULT_MANIFEST = Path(__file__).with_name("assistants.yaml")
+
+
+class GatewaySettings(RetrievalSettings):
+    """Everything `lorag serve` needs; the retrieval fields (LORAG_QDRANT_URL, ...) are inherited."""
+
+    model_config = SettingsConfigDict(env_prefix="LORAG_", env_file=".env", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
+    assistants: Path = Field(default=DEFAULT_MANIFEST, description="The assistants manifest (YAML).")
+    upstream_url: str = Field(
+        default="http://127.0.0.1:8001", description="The vLLM OpenAI server, without the /v1 suffix."
+    )
+    upstream_api_key: SecretStr | None = Field(default=None, description="Bearer token vLLM expects, if any.")
+    upstream_connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to open a connection.")
+    upstream_read_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds to wait for the next byte from vLLM (a queued request can wait long for its first token).",
+    )
+    upstream_max_connections: int = Field(default=256, ge=1, description="Connection pool size towards vLLM.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    retrieval_concurrency: int = Field(
+        default=4, ge=1, description="Retrievals run at once in worker threads (embedding is CPU-bound)."
+    )
+    access_log: bool = Field(default=True, description="Log one line per request (uvicorn's access log).")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _origin(cls, url: str) -> str:
+        # People paste the OpenAI base URL (".../v1"); the gateway adds the paths itself.
+        url = url.rstrip("/")
+        return url.removesuffix("/v1")

