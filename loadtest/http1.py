@@ -39,20 +39,36 @@ class Connection:
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            await self._writer.wait_closed()
-            self._reader = self._writer = None
+            writer, self._reader, self._writer = self._writer, None, None
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass  # already reset by the server
 
     async def post(self, path: str, body: bytes) -> Answer:
         """POST a JSON body and read the whole answer."""
-        reader, writer = await self._open()
-        started = time.perf_counter()
-        writer.write(
+        request = (
             f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        head = await reader.readuntil(b"\r\n\r\n")
+        reused = self._writer is not None
+        reader, writer = await self._open()
+        started = time.perf_counter()
+        writer.write(request)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
+            if not reused or partial:
+                raise
+            # The server closed the idle kept-alive connection (uvicorn does after 5 s): reconnect, send again.
+            await self.close()
+            reader, writer = await self._open()
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers = {}

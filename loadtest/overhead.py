@@ -59,6 +59,7 @@ class Samples:
     retrieval: list[float] = field(default_factory=list)
     errors: int = 0
     busy: float = 0.0
+    cpu: float | None = None  # CPU seconds the server process used during the measured blocks
     first_error: str = ""
 
 
@@ -80,7 +81,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 300) -> Iterator[None]:
+def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 300) -> Iterator[int]:
     """Run a server process until the block ends; wait for `ready_url` to answer 200 first."""
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -98,7 +99,7 @@ def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 300) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{ready_url} not ready after {timeout:.0f} s:\n{log.read_text()[-2000:]}")
             time.sleep(0.25)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -106,6 +107,15 @@ def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 300) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _check(answer: Answer, stream: bool) -> str:
@@ -166,6 +176,7 @@ def _bodies(model: str, stream: bool, questions: list[str], tokens: int) -> Iter
 
 async def run_case(
     ports: dict[str, int],
+    pids: dict[str, int],
     concurrency: int,
     stream: bool,
     retrieval: bool,
@@ -186,7 +197,11 @@ async def run_case(
         for i in range(rounds):
             order = ("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")
             for path in order:
+                before = cpu_seconds(pids[path])
                 await _block(pools[path], bodies[path], per_block, stream, samples[path])
+                after = cpu_seconds(pids[path])
+                if before is not None and after is not None:
+                    samples[path].cpu = (samples[path].cpu or 0.0) + after - before
     finally:
         for pool in pools.values():
             await asyncio.gather(*(c.close() for c in pool))
@@ -208,6 +223,8 @@ def summarise(case: dict[str, object], samples: dict[str, Samples]) -> dict[str,
         row[f"{name}_p99_ms"] = percentile(s.total, 99) * 1000
         row[f"{name}_first_byte_p99_ms"] = percentile(s.first_byte, 99) * 1000
         row[f"{name}_rps"] = len(s.total) / s.busy if s.busy else 0.0
+        if s.cpu is not None and s.total:
+            row[f"{name}_cpu_ms_per_request"] = s.cpu / len(s.total) * 1000
         if s.first_error:
             row[f"{name}_first_error"] = s.first_error
     row["added_p50_ms"] = (percentile(gateway.total, 50) - percentile(direct.total, 50)) * 1000
@@ -223,9 +240,10 @@ def table(rows: list[dict[str, object]]) -> str:
     """The markdown table of all cases."""
     head = (
         "| c | stream | retrieval | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms "
-        "| added first-byte p99 ms | gateway req/s (1 worker) | direct req/s | retrieval p50 / p99 ms | errors |"
+        "| added first-byte p99 ms | gateway req/s (1 worker) | direct req/s | gateway CPU ms/req "
+        "| retrieval p50 / p99 ms | errors |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
 
         def pair(name: str, row: dict[str, object] = r) -> str:
@@ -241,6 +259,7 @@ def table(rows: list[dict[str, object]]) -> str:
             f"{r['added_first_byte_p99_ms']:.2f}",
             f"{r['gateway_rps']:.0f}",
             f"{r['direct_rps']:.0f}",
+            f"{r['gateway_cpu_ms_per_request']:.2f}" if "gateway_cpu_ms_per_request" in r else "-",
             pair("retrieval"),
             f"{r['direct_errors']}+{r['gateway_errors']}",
         ]
@@ -312,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             "--tokens",
             str(args.tokens),
         ]
-        stack.enter_context(_process(stub, work / "stub.log", f"http://{HOST}:{ports['direct']}/health"))
+        pids = {
+            "direct": stack.enter_context(_process(stub, work / "stub.log", f"http://{HOST}:{ports['direct']}/health"))
+        }
         gateway = [
             python,
             "-m",
@@ -333,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             "warning",
         ]
         os.environ["LORAG_EMBEDDING_THREADS"] = str(args.embedding_threads)
-        stack.enter_context(_process(gateway, work / "gateway.log", f"http://{HOST}:{ports['gateway']}/ready"))
+        pids["gateway"] = stack.enter_context(
+            _process(gateway, work / "gateway.log", f"http://{HOST}:{ports['gateway']}/ready")
+        )
         questions = _questions()
         for retrieval in retrievals:
             for stream in streams:
@@ -343,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                         samples = runner.run(
                             run_case(
                                 ports,
+                                pids,
                                 concurrency,
                                 stream,
                                 retrieval,

@@ -157,22 +157,24 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
     if not cases:
         return ""
 
-    def pr(pred: list[bool], truth: list[bool]) -> tuple[float, float, int, int, int]:
+    def pr(pred: list[bool], truth: list[bool]) -> tuple[str, str, int, int, int]:
         tp = sum(p and t for p, t in zip(pred, truth, strict=True))
         fp = sum(p and not t for p, t in zip(pred, truth, strict=True))
         fn = sum(t and not p for p, t in zip(pred, truth, strict=True))
-        return tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0, tp, fp, fn
+        precision = f"{tp / (tp + fp):.3f}" if tp + fp else "n/a"  # nothing flagged
+        recall = f"{tp / (tp + fn):.3f}" if tp + fn else "n/a"  # nothing to flag
+        return precision, recall, tp, fp, fn
 
     p, r, tp, fp, fn = pr([c.predicted for c in cases], [c.truth for c in cases])
     lines = [f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
              f"{sum(not c.truth for c in cases)} about real ones; threshold {threshold:.2f})", "",
              "| scope | precision | recall | TP | FP | FN |", "|---|---|---|---|---|---|",
-             f"| all | {p:.3f} | {r:.3f} | {tp} | {fp} | {fn} |"]
+             f"| all | {p} | {r} | {tp} | {fp} | {fn} |"]
     for path in ("code", "name", "generic"):
         sub = [c for c in cases if c.path == path]
         if sub:
             p, r, tp, fp, fn = pr([c.predicted for c in sub], [c.truth for c in sub])
-            lines.append(f"| {path} questions ({len(sub)}) | {p:.3f} | {r:.3f} | {tp} | {fp} | {fn} |")
+            lines.append(f"| {path} questions ({len(sub)}) | {p} | {r} | {tp} | {fp} | {fn} |")
     generic = [c for c in cases if c.path == "generic"]
     if generic:
         lines += ["", "Generic questions only, by similarity threshold", "",
@@ -180,7 +182,7 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
         for t in THRESHOLDS:
             predicted = [not c.names_category and c.best_similarity < t for c in generic]
             p, r, _, fp, fn = pr(predicted, [c.truth for c in generic])
-            lines.append(f"| {t:.2f} | {p:.3f} | {r:.3f} | {fp} | {fn} |")
+            lines.append(f"| {t:.2f} | {p} | {r} | {fp} | {fn} |")
     return "\n".join(lines)
 
 
