@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KIT := build/demo-kit
 CATALOG := build/demo-catalog.jsonl
+QDRANT := build/qdrant
 TORCH := torch==2.13.0+cpu
 # Where pip cannot find torch 2.13.0+cpu locally (a user's machine), it comes from PyTorch's CPU wheel index.
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
@@ -37,7 +38,13 @@ $(CATALOG): $(VENV)/.installed retrieval/demo_catalog.py
 	$(BIN)/python -c "from pathlib import Path; from retrieval.demo_catalog import write_demo_catalog; \
 	write_demo_catalog(Path('$(CATALOG)'))"
 
+# The whole embedded stack: demo catalog in local Qdrant (unchanged products are skipped on re-runs), vLLM with
+# the demo kit on :8001, the gateway on :8000; prints a curl and an OpenAI-SDK example; Ctrl-C stops both.
 demo: kit catalog
+	HF_HUB_OFFLINE=1 $(BIN)/lorag catalog ingest $(CATALOG) --qdrant-path $(QDRANT) --quiet
+	HF_HUB_OFFLINE=1 $(BIN)/python -m server.demo --kit $(KIT) --qdrant-path $(QDRANT) --port 8000 --engine-port 8001
+
+engine: kit
 	$(BIN)/lorag engine --kit $(KIT) --port 8001
 
 lint: $(VENV)/.installed
