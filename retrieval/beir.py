@@ -33,8 +33,13 @@ def _product(doc: dict[str, Any]) -> Product:
         return Product.model_validate(meta["product"])
     text = str(doc.get("text", ""))
     title = str(doc.get("title") or "").strip() or text[:80].strip() or str(doc["_id"])
-    return Product(id=str(doc["_id"]), name=title, category=str(meta.get("category") or "document"),
-                   price=Decimal(0), description=text)
+    return Product(
+        id=str(doc["_id"]),
+        name=title,
+        category=str(meta.get("category") or "document"),
+        price=Decimal(0),
+        description=text,
+    )
 
 
 def load_beir(path: Path, split: str = "test") -> Dataset:
@@ -66,16 +71,26 @@ def wands_to_beir(dataset_dir: Path, out: Path) -> Path:
         for row in read_csv(dataset_dir / "product.csv", PRESETS["wands"]):
             # A WANDS row without a name cannot be a product; judgements on it then count as misses.
             if isinstance(row, Row):
-                doc = {"_id": row.product.id, "title": row.product.name, "text": row.product.description,
-                       "metadata": {"product": row.product.model_dump(mode="json", exclude_none=True)}}
+                doc = {
+                    "_id": row.product.id,
+                    "title": row.product.name,
+                    "text": row.product.description,
+                    "metadata": {"product": row.product.model_dump(mode="json", exclude_none=True)},
+                }
                 fh.write(json.dumps(doc) + "\n")
-    with (dataset_dir / "query.csv").open(encoding="utf-8", newline="") as src, \
-            (out / "queries.jsonl").open("w", encoding="utf-8") as fh:
+    with (
+        (dataset_dir / "query.csv").open(encoding="utf-8", newline="") as src,
+        (out / "queries.jsonl").open("w", encoding="utf-8") as fh,
+    ):
         for q in csv.DictReader(src, delimiter="\t"):
-            fh.write(json.dumps({"_id": q["query_id"], "text": q["query"],
-                                 "metadata": {"class": q.get("query_class", "")}}) + "\n")
-    with (dataset_dir / "label.csv").open(encoding="utf-8", newline="") as src, \
-            (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as fh:
+            fh.write(
+                json.dumps({"_id": q["query_id"], "text": q["query"], "metadata": {"class": q.get("query_class", "")}})
+                + "\n"
+            )
+    with (
+        (dataset_dir / "label.csv").open(encoding="utf-8", newline="") as src,
+        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as fh,
+    ):
         fh.write("query-id\tcorpus-id\tscore\n")
         for label in csv.DictReader(src, delimiter="\t"):
             fh.write(f"{label['query_id']}\t{label['product_id']}\t{WANDS_GRADES[label['label']]}\n")

@@ -58,8 +58,9 @@ class UnknownCase:
     names_category: bool  # a generic question naming a top hit's category is never unknown
 
 
-def _open_store(products: Sequence[Product], embedder: Embedder, root: Path,
-                backend: str) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
+def _open_store(
+    products: Sequence[Product], embedder: Embedder, root: Path, backend: str
+) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
     """A fresh store under `root` holding `products`, a function closing it, and the ingest report."""
     store: CatalogIndex
     if backend == "edge":
@@ -83,13 +84,19 @@ def _open_store(products: Sequence[Product], embedder: Embedder, root: Path,
     return store, close, report
 
 
-def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path,
-             backend: str = "qdrant") -> dict[str, Any]:
+def evaluate(
+    dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path, backend: str = "qdrant"
+) -> dict[str, Any]:
     """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline) and the unknown-signal cases."""
     store, close, report = _open_store(dataset.products, embedder, root, backend)
     try:
-        retriever = Retriever(store, embedder, fusion=settings.fusion, prefetch_limit=settings.prefetch_limit,
-                              unknown_min_similarity=settings.unknown_min_similarity)
+        retriever = Retriever(
+            store,
+            embedder,
+            fusion=settings.fusion,
+            prefetch_limit=settings.prefetch_limit,
+            unknown_min_similarity=settings.unknown_min_similarity,
+        )
         judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
         vectors = embedder.embed([dataset.queries[q] for q in judged])
         scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, PIPELINE)}
@@ -102,12 +109,21 @@ def evaluate(dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, 
                 _score(scores[method], [h.product.id for h in hits], rel, kind)
             result = retriever.retrieve(text, top_k=100)
             _score(scores[PIPELINE], [h.product.id for h in result.hits], rel, kind)
-        unknown = [_unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]))
-                   for q, meta in dataset.query_meta.items() if "unknown" in meta]
+        unknown = [
+            _unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]))
+            for q, meta in dataset.query_meta.items()
+            if "unknown" in meta
+        ]
     finally:
         close()
-    return {"dataset": dataset.name, "products": len(dataset.products), "judged_queries": len(judged),
-            "ingest": report, "scores": scores, "unknown": unknown}
+    return {
+        "dataset": dataset.name,
+        "products": len(dataset.products),
+        "judged_queries": len(judged),
+        "ingest": report,
+        "scores": scores,
+        "unknown": unknown,
+    }
 
 
 def _score(target: MethodScores, ranked: list[str], rel: dict[str, int], kind: str) -> None:
@@ -135,17 +151,25 @@ def _fmt_ci(values: list[float], resamples: int) -> str:
 
 def quality_table(result: dict[str, Any], resamples: int) -> str:
     """Markdown: one row per method, mean and 95% bootstrap interval of each metric."""
-    head = (f"Quality on {result['dataset']} ({result['products']} products, {result['judged_queries']} "
-            "judged queries; mean [95% bootstrap CI])")
-    lines = [head, "",
-             "| method | nDCG@10 | Recall@10 | Recall@100 | MRR@10 |", "|---|---|---|---|---|"]
+    head = (
+        f"Quality on {result['dataset']} ({result['products']} products, {result['judged_queries']} "
+        "judged queries; mean [95% bootstrap CI])"
+    )
+    lines = [head, "", "| method | nDCG@10 | Recall@10 | Recall@100 | MRR@10 |", "|---|---|---|---|---|"]
     for method, s in result["scores"].items():
-        lines.append(f"| {method} | {_fmt_ci(s.ndcg10, resamples)} | {_fmt_ci(s.recall10, resamples)} | "
-                     f"{_fmt_ci(s.recall100, resamples)} | {_fmt_ci(s.mrr10, resamples)} |")
+        lines.append(
+            f"| {method} | {_fmt_ci(s.ndcg10, resamples)} | {_fmt_ci(s.recall10, resamples)} | "
+            f"{_fmt_ci(s.recall100, resamples)} | {_fmt_ci(s.mrr10, resamples)} |"
+        )
     kinds = sorted(next(iter(result["scores"].values())).by_kind)
     if len(kinds) > 1:
-        lines += ["", "nDCG@10 by query kind", "", "| method | " + " | ".join(kinds) + " |",
-                  "|---" * (len(kinds) + 1) + "|"]
+        lines += [
+            "",
+            "nDCG@10 by query kind",
+            "",
+            "| method | " + " | ".join(kinds) + " |",
+            "|---" * (len(kinds) + 1) + "|",
+        ]
         for method, s in result["scores"].items():
             cells = " | ".join(f"{statistics.fmean(s.by_kind[k]):.3f}" for k in kinds)
             lines.append(f"| {method} | {cells} |")
@@ -166,10 +190,14 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
         return precision, recall, tp, fp, fn
 
     p, r, tp, fp, fn = pr([c.predicted for c in cases], [c.truth for c in cases])
-    lines = [f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
-             f"{sum(not c.truth for c in cases)} about real ones; threshold {threshold:.2f})", "",
-             "| scope | precision | recall | TP | FP | FN |", "|---|---|---|---|---|---|",
-             f"| all | {p} | {r} | {tp} | {fp} | {fn} |"]
+    lines = [
+        f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
+        f"{sum(not c.truth for c in cases)} about real ones; threshold {threshold:.2f})",
+        "",
+        "| scope | precision | recall | TP | FP | FN |",
+        "|---|---|---|---|---|---|",
+        f"| all | {p} | {r} | {tp} | {fp} | {fn} |",
+    ]
     for path in ("code", "name", "generic"):
         sub = [c for c in cases if c.path == path]
         if sub:
@@ -177,8 +205,13 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
             lines.append(f"| {path} questions ({len(sub)}) | {p} | {r} | {tp} | {fp} | {fn} |")
     generic = [c for c in cases if c.path == "generic"]
     if generic:
-        lines += ["", "Generic questions only, by similarity threshold", "",
-                  "| threshold | precision | recall | FP | FN |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Generic questions only, by similarity threshold",
+            "",
+            "| threshold | precision | recall | FP | FN |",
+            "|---|---|---|---|---|",
+        ]
         for t in THRESHOLDS:
             predicted = [not c.names_category and c.best_similarity < t for c in generic]
             p, r, _, fp, fn = pr(predicted, [c.truth for c in generic])
@@ -193,6 +226,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _timed_runs(call: Callable[[int], object], count: int, concurrency: int) -> dict[str, float]:
     """p50/p99 (ms) and throughput of `count` calls of call(i) from `concurrency` threads."""
+
     def timed(i: int) -> float:
         start = time.perf_counter()
         call(i)
@@ -219,8 +253,14 @@ def search_latency(retriever: Retriever, queries: list[str], concurrency: int, c
 
     def call(i: int) -> object:
         j = i % len(queries)
-        return retriever.store.search(dense[j], sparse[j], method=retriever.fusion, limit=10,
-                                      prefetch_limit=retriever.prefetch_limit, with_dense=True)
+        return retriever.store.search(
+            dense[j],
+            sparse[j],
+            method=retriever.fusion,
+            limit=10,
+            prefetch_limit=retriever.prefetch_limit,
+            with_dense=True,
+        )
 
     return _timed_runs(call, count, concurrency)
 
@@ -231,8 +271,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
     settings: RetrievalSettings = _settings(args)
     embedder = Embedder.from_settings(settings)
-    out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": embedder.name,
-                           "fusion": settings.fusion, "store": args.store}
+    out: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": embedder.name,
+        "fusion": settings.fusion,
+        "store": args.store,
+    }
     catalog = demo_catalog()
     queries = labelled_queries(catalog, seed=args.query_seed)
     if args.write_demo_beir:
@@ -258,25 +302,34 @@ def run_bench(args: argparse.Namespace) -> int:
                 products = catalog if size <= len(catalog) else synthetic_catalog(size)
                 store, close, report = _open_store(products[:size], embedder, root / f"load-{size}", args.store)
                 try:
-                    row: dict[str, Any] = {"products": size, "ingest_s": report.seconds,
-                                           "ingest_per_s": report.written / report.seconds}
+                    row: dict[str, Any] = {
+                        "products": size,
+                        "ingest_s": report.seconds,
+                        "ingest_per_s": report.written / report.seconds,
+                    }
                     started = time.perf_counter()
-                    again = ingest((Row(i + 1, p) for i, p in enumerate(products[:size])), store, embedder,
-                                   progress=False)
+                    again = ingest(
+                        (Row(i + 1, p) for i, p in enumerate(products[:size])), store, embedder, progress=False
+                    )
                     row["reingest_unchanged_s"] = time.perf_counter() - started
                     assert again.unchanged == size, again.summary()
-                    print(f"ingest {size} products: {report.summary()}; re-ingest unchanged "
-                          f"{row['reingest_unchanged_s']:.1f} s")
+                    print(
+                        f"ingest {size} products: {report.summary()}; re-ingest unchanged "
+                        f"{row['reingest_unchanged_s']:.1f} s"
+                    )
                     if args.latency:
-                        retriever = Retriever(store, embedder, fusion=settings.fusion,
-                                              prefetch_limit=settings.prefetch_limit)
+                        retriever = Retriever(
+                            store, embedder, fusion=settings.fusion, prefetch_limit=settings.prefetch_limit
+                        )
                         for c in (int(x) for x in args.concurrency.split(",")):
                             for what, measure in (("embed+search", latency), ("search only", search_latency)):
                                 stats = measure(retriever, texts, c, args.queries)
                                 row[f"{what} c{c}"] = stats
-                                print(f"latency {size} products, {what}, concurrency {c}: p50 "
-                                      f"{stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
-                                      f"{stats['qps']:.1f} queries/s")
+                                print(
+                                    f"latency {size} products, {what}, concurrency {c}: p50 "
+                                    f"{stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
+                                    f"{stats['qps']:.1f} queries/s"
+                                )
                 finally:
                     close()
                 out[f"load:{size}"] = row
@@ -286,10 +339,21 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
-    scores = {m: {"ndcg10": statistics.fmean(s.ndcg10), "recall10": statistics.fmean(s.recall10),
-                  "recall100": statistics.fmean(s.recall100), "mrr10": statistics.fmean(s.mrr10),
-                  "by_kind": {k: statistics.fmean(v) for k, v in s.by_kind.items()}}
-              for m, s in result["scores"].items() if s.ndcg10}
-    return {"products": result["products"], "judged_queries": result["judged_queries"],
-            "ingest": result["ingest"].summary(), "scores": scores,
-            "unknown": [c.__dict__ for c in result["unknown"]]}
+    scores = {
+        m: {
+            "ndcg10": statistics.fmean(s.ndcg10),
+            "recall10": statistics.fmean(s.recall10),
+            "recall100": statistics.fmean(s.recall100),
+            "mrr10": statistics.fmean(s.mrr10),
+            "by_kind": {k: statistics.fmean(v) for k, v in s.by_kind.items()},
+        }
+        for m, s in result["scores"].items()
+        if s.ndcg10
+    }
+    return {
+        "products": result["products"],
+        "judged_queries": result["judged_queries"],
+        "ingest": result["ingest"].summary(),
+        "scores": scores,
+        "unknown": [c.__dict__ for c in result["unknown"]],
+    }

@@ -44,9 +44,15 @@ def _ingest(args: argparse.Namespace) -> int:
     client = build_client(settings)
     try:
         report = ingest(
-            read_catalog(args.path, mapping), CatalogStore(client, settings.collection), embedder,
-            prune=args.prune, tenant=args.tenant, batch_size=args.batch_size, recreate=args.recreate,
-            progress=not args.quiet, total=_count_lines(args.path),
+            read_catalog(args.path, mapping),
+            CatalogStore(client, settings.collection),
+            embedder,
+            prune=args.prune,
+            tenant=args.tenant,
+            batch_size=args.batch_size,
+            recreate=args.recreate,
+            progress=not args.quiet,
+            total=_count_lines(args.path),
         )
     finally:
         client.close()
@@ -66,25 +72,44 @@ def _search(args: argparse.Namespace) -> int:
     from retrieval.store import build_client
 
     settings = _settings(args)
-    filters = SearchFilters(category=args.category, min_price=args.min_price, max_price=args.max_price,
-                            in_stock=args.in_stock, tenant=args.tenant)
+    filters = SearchFilters(
+        category=args.category,
+        min_price=args.min_price,
+        max_price=args.max_price,
+        in_stock=args.in_stock,
+        tenant=args.tenant,
+    )
     embedder = Embedder.from_settings(settings)
     client = build_client(settings)
     try:
         retriever = Retriever.from_settings(settings, client, embedder)
         if not retriever.store.exists():
-            print(f"no catalog in collection {settings.collection!r}: run `lorag catalog ingest` first",
-                  file=sys.stderr)
+            print(
+                f"no catalog in collection {settings.collection!r}: run `lorag catalog ingest` first", file=sys.stderr
+            )
             return 2
         result = retriever.retrieve(args.query, top_k=args.top_k, filters=filters)
     finally:
         client.close()
     if args.json:
-        print(json.dumps({
-            "unknown": result.unknown, "reason": result.reason,
-            "hits": [{"id": h.product.id, "score": h.score, "similarity": h.similarity,
-                      "product": h.product.model_dump(mode="json")} for h in result.hits],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "unknown": result.unknown,
+                    "reason": result.reason,
+                    "hits": [
+                        {
+                            "id": h.product.id,
+                            "score": h.score,
+                            "similarity": h.similarity,
+                            "product": h.product.model_dump(mode="json"),
+                        }
+                        for h in result.hits
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     if args.facts:
         print(render_facts(result.products, unknown=result.unknown))
@@ -92,8 +117,10 @@ def _search(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(result.hits, start=1):
         p = hit.product
         similarity = f"{hit.similarity:.3f}" if hit.similarity is not None else "-"
-        print(f"{rank}. {p.id:<12} {p.name} | {p.category} | {format_price(p.price, p.currency)} | "
-              f"{format_stock(p.stock)} | score {hit.score:.3f} cos {similarity}")
+        print(
+            f"{rank}. {p.id:<12} {p.name} | {p.category} | {format_price(p.price, p.currency)} | "
+            f"{format_stock(p.stock)} | score {hit.score:.3f} cos {similarity}"
+        )
     applied = result.filters.model_dump(exclude_none=True) if result.filters else {}
     if applied:
         print(f"filters: {', '.join(f'{k}={v}' for k, v in applied.items())}")
@@ -103,6 +130,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Store and model failures become one line on stderr and exit status 2, not a traceback."""
+
     def run(args: argparse.Namespace) -> int:
         from retrieval.embedder import EmbedderError
         from retrieval.store import StoreError
@@ -177,7 +205,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
     ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
-    ret.add_argument("--store", choices=["qdrant", "edge"], default="qdrant",
-                     help="qdrant-client local mode, or Qdrant Edge (needs qdrant-edge-py; experimental)")
+    ret.add_argument(
+        "--store",
+        choices=["qdrant", "edge"],
+        default="qdrant",
+        help="qdrant-client local mode, or Qdrant Edge (needs qdrant-edge-py; experimental)",
+    )
     _store_args(ret)
     ret.set_defaults(func=_reporting_errors(_bench))

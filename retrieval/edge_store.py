@@ -74,9 +74,14 @@ class EdgeCatalogStore:
         )
         self.path.mkdir(parents=True, exist_ok=True)
         self.shard = qe.EdgeShard.create(str(self.path), config)
-        schemas = {keys.CATEGORY: qe.PayloadSchemaType.Keyword, keys.PRICE: qe.PayloadSchemaType.Float,
-                   keys.IN_STOCK: qe.PayloadSchemaType.Bool, keys.TENANT: qe.PayloadSchemaType.Keyword,
-                   keys.CODES: qe.PayloadSchemaType.Keyword, keys.PRODUCT_ID: qe.PayloadSchemaType.Keyword}
+        schemas = {
+            keys.CATEGORY: qe.PayloadSchemaType.Keyword,
+            keys.PRICE: qe.PayloadSchemaType.Float,
+            keys.IN_STOCK: qe.PayloadSchemaType.Bool,
+            keys.TENANT: qe.PayloadSchemaType.Keyword,
+            keys.CODES: qe.PayloadSchemaType.Keyword,
+            keys.PRODUCT_ID: qe.PayloadSchemaType.Keyword,
+        }
         for field, schema in schemas.items():
             self.shard.update(qe.UpdateOperation.create_field_index(field, schema))
 
@@ -101,8 +106,11 @@ class EdgeCatalogStore:
     def _scroll(self, fields: list[str], edge_filter: Any = None) -> Iterator[Any]:
         offset = None
         while True:
-            records, offset = self._shard().scroll(self.qe.ScrollRequest(
-                offset=offset, limit=1024, filter=edge_filter, with_payload=fields, with_vector=False))
+            records, offset = self._shard().scroll(
+                self.qe.ScrollRequest(
+                    offset=offset, limit=1024, filter=edge_filter, with_payload=fields, with_vector=False
+                )
+            )
             yield from records
             if offset is None:
                 return
@@ -123,9 +131,11 @@ class EdgeCatalogStore:
         """Write points whole."""
         qe = self.qe
         edge_points = [
-            qe.Point(id=point_id(p.product),
-                     vector={DENSE: p.dense.tolist(), SPARSE: qe.SparseVector(p.sparse[0], p.sparse[1])},
-                     payload=point_payload(p.product, p.index_hash))
+            qe.Point(
+                id=point_id(p.product),
+                vector={DENSE: p.dense.tolist(), SPARSE: qe.SparseVector(p.sparse[0], p.sparse[1])},
+                payload=point_payload(p.product, p.index_hash),
+            )
             for p in points
         ]
         self._shard().update(qe.UpdateOperation.upsert_points(edge_points))
@@ -142,18 +152,32 @@ class EdgeCatalogStore:
             if filters.category is not None:
                 must.append(qe.FieldCondition(keys.CATEGORY, match=qe.MatchValue(filters.category.lower())))
             if filters.min_price is not None or filters.max_price is not None:
-                must.append(qe.FieldCondition(keys.PRICE, range=qe.RangeFloat(
-                    gte=float(filters.min_price) if filters.min_price is not None else None,
-                    lte=float(filters.max_price) if filters.max_price is not None else None)))
+                must.append(
+                    qe.FieldCondition(
+                        keys.PRICE,
+                        range=qe.RangeFloat(
+                            gte=float(filters.min_price) if filters.min_price is not None else None,
+                            lte=float(filters.max_price) if filters.max_price is not None else None,
+                        ),
+                    )
+                )
             if filters.in_stock is not None:
                 must.append(qe.FieldCondition(keys.IN_STOCK, match=qe.MatchValue(filters.in_stock)))
             if filters.tenant is not None:
                 must.append(qe.FieldCondition(keys.TENANT, match=qe.MatchValue(filters.tenant)))
         return qe.Filter(must=must) if must else None
 
-    def search(self, dense: Vectors, sparse: tuple[list[int], list[float]], *, method: Method = "dbsf",
-               limit: int = 4, prefetch_limit: int = 50, filters: keys.SearchFilters | None = None,
-               with_dense: bool = False) -> list[StoredHit]:
+    def search(
+        self,
+        dense: Vectors,
+        sparse: tuple[list[int], list[float]],
+        *,
+        method: Method = "dbsf",
+        limit: int = 4,
+        prefetch_limit: int = 50,
+        filters: keys.SearchFilters | None = None,
+        with_dense: bool = False,
+    ) -> list[StoredHit]:
         """The best `limit` products by one method: dense, sparse, or both fused (rrf, dbsf)."""
         qe = self.qe
         edge_filter = self._filter(filters)
@@ -161,8 +185,12 @@ class EdgeCatalogStore:
             method = "dense"
         dense_query = qe.Query.Nearest(dense.tolist(), using=DENSE)
         sparse_query = qe.Query.Nearest(qe.SparseVector(sparse[0], sparse[1]), using=SPARSE)
-        common: dict[str, Any] = {"limit": limit, "filter": edge_filter, "with_payload": [PRODUCT],
-                                  "with_vector": [DENSE] if with_dense else False}
+        common: dict[str, Any] = {
+            "limit": limit,
+            "filter": edge_filter,
+            "with_payload": [PRODUCT],
+            "with_vector": [DENSE] if with_dense else False,
+        }
         if method == "dense":
             request = qe.QueryRequest(query=dense_query, **common)
         elif method == "sparse":
@@ -171,25 +199,31 @@ class EdgeCatalogStore:
             request = qe.QueryRequest(query=sparse_query, **common)
         else:
             fusion = qe.Fusion.Rrf(k=RRF_K) if method == "rrf" else qe.Fusion.Dbsf()
-            request = qe.QueryRequest(query=fusion, prefetches=[
-                qe.Prefetch(limit=prefetch_limit, query=dense_query, filter=edge_filter),
-                qe.Prefetch(limit=prefetch_limit, query=sparse_query, filter=edge_filter),
-            ], **common)
+            request = qe.QueryRequest(
+                query=fusion,
+                prefetches=[
+                    qe.Prefetch(limit=prefetch_limit, query=dense_query, filter=edge_filter),
+                    qe.Prefetch(limit=prefetch_limit, query=sparse_query, filter=edge_filter),
+                ],
+                **common,
+            )
         hits = []
         for point in self._shard().query(request):
             vector = point.vector
             stored = None
             if isinstance(vector, dict) and DENSE in vector:
                 stored = np.asarray(vector[DENSE], dtype=np.float32)
-            hits.append(StoredHit(Product.model_validate((point.payload or {})[PRODUCT]), float(point.score),
-                                  stored))
+            hits.append(StoredHit(Product.model_validate((point.payload or {})[PRODUCT]), float(point.score), stored))
         return hits
 
     def find_codes(self, codes: Sequence[str], filters: keys.SearchFilters | None, limit: int) -> list[Product]:
         """Products whose SKU or model code is one of `codes`."""
         by_code = self.qe.FieldCondition(keys.CODES, match=self.qe.MatchAny(list(codes)))
-        records, _ = self._shard().scroll(self.qe.ScrollRequest(
-            limit=limit, filter=self._filter(filters, by_code), with_payload=[PRODUCT], with_vector=False))
+        records, _ = self._shard().scroll(
+            self.qe.ScrollRequest(
+                limit=limit, filter=self._filter(filters, by_code), with_payload=[PRODUCT], with_vector=False
+            )
+        )
         return [Product.model_validate((r.payload or {})[PRODUCT]) for r in records]
 
     def close(self) -> None:

@@ -46,9 +46,7 @@ def resolve_model(name: str) -> str:
 class Embedder:
     """Turns texts into L2-normalised vectors (cosine similarity is then a dot product)."""
 
-    def __init__(
-        self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int | None = None
-    ) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -75,15 +73,19 @@ class Embedder:
     @classmethod
     def from_settings(cls, settings: RetrievalSettings) -> Embedder:
         """The embedder that settings name (LORAG_EMBEDDING_MODEL, _BATCH_SIZE, _THREADS)."""
-        return cls(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                   threads=settings.embedding_threads)
+        return cls(
+            settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.embedding_threads
+        )
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One normalised vector per text, computed in batches."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
             show_progress_bar=False,
         )
         result: Vectors = np.asarray(vectors, dtype=np.float32)
@@ -102,7 +104,7 @@ class Embedder:
                     self._turn.wait()
                     continue
                 self._busy = True
-                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size:]
+                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size :]
                 self._turn.release()
                 try:
                     vectors = self.embed([t for t, _ in batch])

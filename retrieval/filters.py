@@ -55,10 +55,15 @@ def to_qdrant(filters: SearchFilters | None) -> models.Filter | None:
         category = models.MatchValue(value=filters.category.lower())
         must.append(models.FieldCondition(key=CATEGORY, match=category))
     if filters.min_price is not None or filters.max_price is not None:
-        must.append(models.FieldCondition(key=PRICE, range=models.Range(
-            gte=float(filters.min_price) if filters.min_price is not None else None,
-            lte=float(filters.max_price) if filters.max_price is not None else None,
-        )))
+        must.append(
+            models.FieldCondition(
+                key=PRICE,
+                range=models.Range(
+                    gte=float(filters.min_price) if filters.min_price is not None else None,
+                    lte=float(filters.max_price) if filters.max_price is not None else None,
+                ),
+            )
+        )
     if filters.in_stock is not None:
         must.append(models.FieldCondition(key=IN_STOCK, match=models.MatchValue(value=filters.in_stock)))
     if filters.tenant is not None:

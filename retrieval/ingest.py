@@ -51,8 +51,10 @@ class IngestReport:
         rate = ""
         if self.seconds and self.written:
             rate = f", {self.written / self.seconds:.0f} products/s written"
-        return (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, "
-                f"deleted {self.deleted}, rejected {self.rejected} in {self.seconds:.1f} s{rate}")
+        return (
+            f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"deleted {self.deleted}, rejected {self.rejected} in {self.seconds:.1f} s{rate}"
+        )
 
 
 def index_hash(product: Product, model: str) -> str:
@@ -119,16 +121,18 @@ def ingest(
         _write(store, embedder, pending, stored, report)
     if prune:
         # A product whose row was rejected this time stays: a typo in one row must not delete the product.
-        stale = [pid for pid, product_id in store.product_ids(tenant)
-                 if pid not in seen and product_id not in rejected_ids]
+        stale = [
+            pid for pid, product_id in store.product_ids(tenant) if pid not in seen and product_id not in rejected_ids
+        ]
         store.delete(stale)
         report.deleted = len(stale)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _write(store: CatalogIndex, embedder: Embedder, pending: list[Product], stored: dict[str, str],
-           report: IngestReport) -> None:
+def _write(
+    store: CatalogIndex, embedder: Embedder, pending: list[Product], stored: dict[str, str], report: IngestReport
+) -> None:
     if not pending:
         return
     store.upsert(points(pending, embedder))

@@ -89,7 +89,7 @@ def trigrams(text: str) -> list[str]:
     for word in tokenize(text):
         if word.isalpha() and len(word) >= 4:
             padded = f"^{word}$"
-            grams.extend(f"#{padded[i:i + 3]}" for i in range(len(padded) - 2))
+            grams.extend(f"#{padded[i : i + 3]}" for i in range(len(padded) - 2))
     return grams
 
 

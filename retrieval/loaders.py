@@ -53,9 +53,7 @@ class ColumnMapping(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="Product field -> column name.")
     attribute_columns: list[str] = Field(default_factory=list)
     features: FeaturesColumn | None = None
-    defaults: dict[str, str] = Field(
-        default_factory=dict, description="Product field -> value if the cell is empty."
-    )
+    defaults: dict[str, str] = Field(default_factory=dict, description="Product field -> value if the cell is empty.")
 
     def column_for(self, field: str) -> str:
         """The column holding `field` (the field's own name unless mapped)."""
@@ -65,8 +63,12 @@ class ColumnMapping(BaseModel):
 PRESETS: dict[str, ColumnMapping] = {
     "wands": ColumnMapping(
         delimiter="\t",
-        columns={"id": "product_id", "name": "product_name", "category": "product_class",
-                 "description": "product_description"},
+        columns={
+            "id": "product_id",
+            "name": "product_name",
+            "category": "product_class",
+            "description": "product_description",
+        },
         attribute_columns=["category_hierarchy"],
         features=FeaturesColumn(column="product_features", item_separator="|", pair_separator=":"),
         defaults={"price": "0", "category": "uncategorized"},
@@ -157,7 +159,7 @@ def _row_data(record: dict[str, str | None], mapping: ColumnMapping) -> dict[str
             attributes[column] = value
     for column in record:
         if column and column.startswith(ATTRIBUTE_PREFIX) and (value := _cell(record, column)) is not None:
-            attributes[column[len(ATTRIBUTE_PREFIX):].strip()] = value
+            attributes[column[len(ATTRIBUTE_PREFIX) :].strip()] = value
     if mapping.features and (packed := _cell(record, mapping.features.column)):
         for item in packed.split(mapping.features.item_separator):
             key, sep, value = item.partition(mapping.features.pair_separator)

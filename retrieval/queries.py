@@ -3,9 +3,9 @@
 Each query has a kind and graded relevance judgements (2: the product asked for, or one meeting every stated
 constraint; 1: a partial match; unlisted: 0). Kinds cover the hard cases of shop search: exact names, SKUs,
 bare model codes, misspellings, brand+series without a code, attribute-only requests with a price bound,
-comparisons, and products the catalog does not hold (which have no judgements and are scored only on the
-'unknown' signal). The only hand-written parts are the phrasings and a short list of products the shop
-does not sell.
+comparisons, and products the catalog does not hold, with or without a model code (these have no judgements
+and are scored only on the 'unknown' signal). The only hand-written parts are the phrasings and a short list
+of products the shop does not sell.
 """
 
 from __future__ import annotations
@@ -21,17 +21,34 @@ from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog, product_name
 from retrieval.documents import codes_in
 
-NOT_SOLD = ["toaster", "rice cooker", "blender", "tea infuser", "air fryer", "juicer", "bread maker",
-            "wine glasses", "laptop stand", "vacuum cleaner", "electric toothbrush", "yoga mat"]
+NOT_SOLD = [
+    "toaster",
+    "rice cooker",
+    "blender",
+    "tea infuser",
+    "air fryer",
+    "juicer",
+    "bread maker",
+    "wine glasses",
+    "laptop stand",
+    "vacuum cleaner",
+    "electric toothbrush",
+    "yoga mat",
+]
 
-_ASK_NAME = ["How much is the {q}?", "Is the {q} in stock?", "What does the {q} cost?",
-             "Tell me about the {q}.",
-             "{q} price", "Do you have the {q}?"]
+_ASK_NAME = [
+    "How much is the {q}?",
+    "Is the {q} in stock?",
+    "What does the {q} cost?",
+    "Tell me about the {q}.",
+    "{q} price",
+    "Do you have the {q}?",
+]
 _ASK_SKU = ["Is {q} in stock?", "price of {q}", "{q}", "What is product {q}?"]
 _ASK_CODE = ["What does the {q} cost?", "{brand} {q} specs", "is the {q} available?"]
 _ASK_SERIES = ["{brand} {series} {category}", "Do you carry a {brand} {series} {category}?"]
-_ASK_COMPARE = ["Compare the {a} and the {b}", "{a} vs {b}: which is better?",
-                "Difference between {a} and {b}?"]
+_ASK_SERIES_ONLY = ["{q} {category}", "Do you carry a {q} {category}?"]
+_ASK_COMPARE = ["Compare the {a} and the {b}", "{a} vs {b}: which is better?", "Difference between {a} and {b}?"]
 _ASK_NOT_SOLD = ["Do you sell a {q}?", "How much is a {q}?", "{q}", "I need a {q}"]
 # Values that read as a feature on their own; yes/no attributes are phrased by their key instead.
 _YES = {"yes", "waterproof", "built-in timer"}
@@ -60,11 +77,11 @@ def _typo(rng: random.Random, word: str) -> str:
         i = rng.randint(1, len(word) - 3)
         op = rng.choice(["drop", "double", "swap"])
         if op == "drop":
-            typo = word[:i] + word[i + 1:]
+            typo = word[:i] + word[i + 1 :]
         elif op == "double":
             typo = word[:i] + word[i] + word[i:]
         else:
-            typo = word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            typo = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
         if typo != word:
             return typo
 
@@ -100,8 +117,13 @@ def _attribute_query(rng: random.Random, catalog: list[Product], product: Produc
     if with_price:
         price = rng.choice([f" under ${bound}", f" below ${bound}", f" for less than ${bound}"])
     category = product.category
-    text = rng.choice([f"{words} {category}{price}", f"Do you have a {words} {category}{price}?",
-                       f"I'm looking for a {category} that is {words}{price}"])
+    text = rng.choice(
+        [
+            f"{words} {category}{price}",
+            f"Do you have a {words} {category}{price}?",
+            f"I'm looking for a {category} that is {words}{price}",
+        ]
+    )
     relevance: dict[str, int] = {}
     for p in catalog:
         if p.category != product.category:
@@ -116,7 +138,7 @@ def _attribute_query(rng: random.Random, catalog: list[Product], product: Produc
 
 
 def labelled_queries(catalog: list[Product] | None = None, seed: int = 20) -> list[LabelledQuery]:
-    """About 240 labelled queries over the demo catalog, the same for the same seed."""
+    """About 250 labelled queries over the demo catalog, the same for the same seed."""
     catalog = catalog if catalog is not None else demo_catalog()
     rng = random.Random(seed)
     by_code: dict[str, list[Product]] = {}
@@ -145,12 +167,10 @@ def labelled_queries(catalog: list[Product] | None = None, seed: int = 20) -> li
         for i in {longest, len(words) - 1} if rng.random() < 0.5 else {longest}:
             words[i] = _typo(rng, words[i])
         text = " ".join(words) + (f" {code}" if rng.random() < 0.5 else f" {p.category}")
-        add("misspelled", rng.choice(_ASK_NAME).format(q=text.lower() if rng.random() < 0.3 else text),
-            {p.id: 2})
+        add("misspelled", rng.choice(_ASK_NAME).format(q=text.lower() if rng.random() < 0.3 else text), {p.id: 2})
     for p in rng.sample(catalog, 20):
         brand, series, _ = _split(p)
-        rel = {o.id: 2 if o.category == p.category else 1 for o in catalog
-               if _split(o)[:2] == (brand, series)}
+        rel = {o.id: 2 if o.category == p.category else 1 for o in catalog if _split(o)[:2] == (brand, series)}
         add("series", rng.choice(_ASK_SERIES).format(brand=brand, series=series, category=p.category), rel)
     attribute_pool = rng.sample(catalog, len(catalog))
     made = 0
@@ -170,11 +190,18 @@ def labelled_queries(catalog: list[Product] | None = None, seed: int = 20) -> li
 
 
 def _unknown_queries(
-    rng: random.Random, catalog: list[Product], names: set[str], by_code: dict[str, list[Product]],
+    rng: random.Random,
+    catalog: list[Product],
+    names: set[str],
+    by_code: dict[str, list[Product]],
     add: Callable[[str, str, dict[str, int]], None],
 ) -> None:
     for _ in range(15):
         add("unknown-name", rng.choice(_ASK_NAME).format(q=product_name(rng, "heldout")), {})
+    for _ in range(10):  # brand and series without a model code: the name check alone must catch these
+        brand_series = product_name(rng, "heldout").rsplit(" ", 1)[0]
+        category = rng.choice(catalog).category
+        add("unknown-series", rng.choice(_ASK_SERIES_ONLY).format(q=brand_series, category=category), {})
     made = 0
     while made < 15:
         brand, series, code = _split(rng.choice(catalog))
@@ -193,13 +220,18 @@ def write_beir(queries: list[LabelledQuery], catalog: list[Product], out: Path) 
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     with (out / "corpus.jsonl").open("w", encoding="utf-8") as fh:
         for p in catalog:
-            doc = {"_id": p.id, "title": p.name, "text": p.description,
-                   "metadata": {"product": p.model_dump(mode="json", exclude_none=True)}}
+            doc = {
+                "_id": p.id,
+                "title": p.name,
+                "text": p.description,
+                "metadata": {"product": p.model_dump(mode="json", exclude_none=True)},
+            }
             fh.write(json.dumps(doc) + "\n")
     with (out / "queries.jsonl").open("w", encoding="utf-8") as fh:
         for q in queries:
-            fh.write(json.dumps({"_id": q.id, "text": q.text,
-                                 "metadata": {"kind": q.kind, "unknown": q.unknown}}) + "\n")
+            fh.write(
+                json.dumps({"_id": q.id, "text": q.text, "metadata": {"kind": q.kind, "unknown": q.unknown}}) + "\n"
+            )
     with (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as fh:
         fh.write("query-id\tcorpus-id\tscore\n")
         for q in queries:

@@ -14,8 +14,9 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'&]+")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n)\s*[\"'(]*([A-Za-z][\w'&-]*)")
 
 _AMOUNT = r"(?:\$\s*(\d[\d,]*(?:\.\d+)?)|(\d[\d,]*(?:\.\d+)?)\s*(?:dollars|usd|bucks|\$))"
-_UNDER = re.compile(r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s*"
-                    + _AMOUNT, re.IGNORECASE)
+_UNDER = re.compile(
+    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|no more than)\s*" + _AMOUNT, re.IGNORECASE
+)
 _OVER = re.compile(r"\b(?:over|above|more than|at least|from|starting at)\s*" + _AMOUNT, re.IGNORECASE)
 _BETWEEN = re.compile(r"\bbetween\s*\$?\s*(\d[\d,]*(?:\.\d+)?)\s*(?:and|-|to)\s*" + _AMOUNT, re.IGNORECASE)
 
@@ -48,8 +49,7 @@ def price_filters(text: str) -> SearchFilters | None:
     under, over = _UNDER.search(text), _OVER.search(text)
     if not under and not over:
         return None
-    return SearchFilters(max_price=_amount(under, 1) if under else None,
-                         min_price=_amount(over, 1) if over else None)
+    return SearchFilters(max_price=_amount(under, 1) if under else None, min_price=_amount(over, 1) if over else None)
 
 
 def name_words(text: str) -> tuple[str, ...]:

@@ -85,27 +85,38 @@ class Retriever:
         self.parse_prices = parse_prices
 
     @classmethod
-    def from_settings(
-        cls, settings: RetrievalSettings, client: QdrantClient, embedder: Embedder
-    ) -> Retriever:
+    def from_settings(cls, settings: RetrievalSettings, client: QdrantClient, embedder: Embedder) -> Retriever:
         """A retriever over `client` (which the caller owns and closes) configured by settings."""
         return cls(
-            CatalogStore(client, settings.collection), embedder, fusion=settings.fusion,
-            prefetch_limit=settings.prefetch_limit, unknown_min_similarity=settings.unknown_min_similarity,
+            CatalogStore(client, settings.collection),
+            embedder,
+            fusion=settings.fusion,
+            prefetch_limit=settings.prefetch_limit,
+            unknown_min_similarity=settings.unknown_min_similarity,
         )
 
-    def search(self, query: str, *, method: Method | None = None, limit: int = 10,
-               filters: SearchFilters | None = None, with_dense: bool = False) -> list[StoredHit]:
+    def search(
+        self,
+        query: str,
+        *,
+        method: Method | None = None,
+        limit: int = 10,
+        filters: SearchFilters | None = None,
+        with_dense: bool = False,
+    ) -> list[StoredHit]:
         """Plain retrieval by one method, without parsing or the unknown signal (what benchmarks measure)."""
         dense = self.embedder.embed_query(query)
         return self.store.search(
-            dense, lexical.query_vector(query), method=method or self.fusion, limit=limit,
-            prefetch_limit=self.prefetch_limit, filters=filters, with_dense=with_dense,
+            dense,
+            lexical.query_vector(query),
+            method=method or self.fusion,
+            limit=limit,
+            prefetch_limit=self.prefetch_limit,
+            filters=filters,
+            with_dense=with_dense,
         )
 
-    def retrieve(
-        self, query: str, *, top_k: int = 4, filters: SearchFilters | None = None
-    ) -> RetrievalResult:
+    def retrieve(self, query: str, *, top_k: int = 4, filters: SearchFilters | None = None) -> RetrievalResult:
         """The top_k products for a question, and whether it names a product the catalog lacks."""
         question = parse(query)
         applied = filters
@@ -113,9 +124,15 @@ class Retriever:
             applied = question.filters.merged(filters)
         dense = self.embedder.embed_query(query)
         # A few more candidates than asked for, so a named product ranked just below top_k can be promoted.
-        found = self.store.search(dense, lexical.query_vector(query), method=self.fusion,
-                                  limit=max(top_k, CANDIDATES), prefetch_limit=self.prefetch_limit,
-                                  filters=applied, with_dense=True)
+        found = self.store.search(
+            dense,
+            lexical.query_vector(query),
+            method=self.fusion,
+            limit=max(top_k, CANDIDATES),
+            prefetch_limit=self.prefetch_limit,
+            filters=applied,
+            with_dense=True,
+        )
         hits = [Hit(h.product, h.score, _cosine(dense, h.dense)) for h in found]
         if question.codes:
             hits, unknown, reason = self._by_code(question, hits, filters, top_k)
@@ -133,8 +150,9 @@ class Retriever:
             reason = f"best similarity {best:.2f} < {self.unknown_min_similarity:.2f}" if unknown else ""
         return RetrievalResult(hits[:top_k], unknown, reason, applied)
 
-    def _by_code(self, question: Question, hits: list[Hit], filters: SearchFilters | None,
-                 top_k: int) -> tuple[list[Hit], bool, str]:
+    def _by_code(
+        self, question: Question, hits: list[Hit], filters: SearchFilters | None, top_k: int
+    ) -> tuple[list[Hit], bool, str]:
         """Put exact code matches first (looking up codes the search missed); none means unknown."""
         exact = [h for h in hits if question.codes & set(product_codes(h.product))]
         missing = question.codes.difference(*(product_codes(h.product) for h in exact))
@@ -149,6 +167,8 @@ class Retriever:
         # Codes repeat across brands ("L-565"): the code's products must also carry the names asked for.
         if question.names and not mentions(question.names, " ".join(_name_text(h.product) for h in exact)):
             return hits, True, f"no product {' '.join(question.names)!r} with code {codes}"
+        # Of several products sharing the code, the one with more of the names asked for comes first.
+        exact.sort(key=lambda h: -sum(mentions((w,), _name_text(h.product)) for w in question.names))
         return _first(exact, hits), False, ""
 
 

@@ -96,11 +96,18 @@ class CatalogIndex(Protocol):
     def product_ids(self, tenant: str | None = None) -> Iterator[tuple[str, str]]: ...
     def upsert(self, points: Sequence[PointData]) -> None: ...
     def delete(self, ids: Sequence[str]) -> None: ...
-    def search(self, dense: Vectors, sparse: tuple[list[int], list[float]], *, method: Method = "dbsf",
-               limit: int = 4, prefetch_limit: int = 50, filters: keys.SearchFilters | None = None,
-               with_dense: bool = False) -> list[StoredHit]: ...
-    def find_codes(self, codes: Sequence[str], filters: keys.SearchFilters | None,
-                   limit: int) -> list[Product]: ...
+    def search(
+        self,
+        dense: Vectors,
+        sparse: tuple[list[int], list[float]],
+        *,
+        method: Method = "dbsf",
+        limit: int = 4,
+        prefetch_limit: int = 50,
+        filters: keys.SearchFilters | None = None,
+        with_dense: bool = False,
+    ) -> list[StoredHit]: ...
+    def find_codes(self, codes: Sequence[str], filters: keys.SearchFilters | None, limit: int) -> list[Product]: ...
 
 
 class CatalogStore:
@@ -140,11 +147,15 @@ class CatalogStore:
             vectors = info.config.params.vectors
             size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
             if size != dimension:
-                raise StoreError(f"collection {self.collection!r} holds {DENSE} vectors of size {size}, the "
-                                 f"embedder makes {dimension}: ingest with --recreate to rebuild it")
+                raise StoreError(
+                    f"collection {self.collection!r} holds {DENSE} vectors of size {size}, the "
+                    f"embedder makes {dimension}: ingest with --recreate to rebuild it"
+                )
             return
         self._call(
-            "create collection", self.client.create_collection, self.collection,
+            "create collection",
+            self.client.create_collection,
+            self.collection,
             vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         )
@@ -162,8 +173,14 @@ class CatalogStore:
             # the same calls build real indexes on a server, which is why they are made in both modes.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
             for field, schema in schemas.items():
-                self._call("create payload index", self.client.create_payload_index, self.collection,
-                           field_name=field, field_schema=schema, wait=True)
+                self._call(
+                    "create payload index",
+                    self.client.create_payload_index,
+                    self.collection,
+                    field_name=field,
+                    field_schema=schema,
+                    wait=True,
+                )
 
     def prepare_ingest(self) -> bool:
         """Before bulk writes. Local mode: journal the store in WAL with synchronous=NORMAL; True if applied.
@@ -194,8 +211,13 @@ class CatalogStore:
         offset: Any = None
         while True:
             records, offset = self._call(
-                "scroll", self.client.scroll, self.collection, limit=1024, offset=offset,
-                with_payload=[INDEX_HASH], with_vectors=False,
+                "scroll",
+                self.client.scroll,
+                self.collection,
+                limit=1024,
+                offset=offset,
+                with_payload=[INDEX_HASH],
+                with_vectors=False,
             )
             for record in records:
                 hashes[str(record.id)] = str((record.payload or {}).get(INDEX_HASH, ""))
@@ -208,8 +230,14 @@ class CatalogStore:
         offset: Any = None
         while True:
             records, offset = self._call(
-                "scroll", self.client.scroll, self.collection, scroll_filter=query_filter, limit=1024,
-                offset=offset, with_payload=[keys.PRODUCT_ID], with_vectors=False,
+                "scroll",
+                self.client.scroll,
+                self.collection,
+                scroll_filter=query_filter,
+                limit=1024,
+                offset=offset,
+                with_payload=[keys.PRODUCT_ID],
+                with_vectors=False,
             )
             yield from ((str(r.id), str((r.payload or {}).get(keys.PRODUCT_ID, ""))) for r in records)
             if offset is None:
@@ -222,8 +250,7 @@ class CatalogStore:
         structs = [
             models.PointStruct(
                 id=point_id(p.product),
-                vector={DENSE: p.dense.tolist(),
-                        SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
+                vector={DENSE: p.dense.tolist(), SPARSE: models.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
                 payload=point_payload(p.product, p.index_hash),
             )
             for p in points
@@ -235,8 +262,13 @@ class CatalogStore:
         from qdrant_client import models
 
         if ids:
-            self._call("delete", self.client.delete, self.collection,
-                       points_selector=models.PointIdsList(points=list(ids)), wait=True)
+            self._call(
+                "delete",
+                self.client.delete,
+                self.collection,
+                points_selector=models.PointIdsList(points=list(ids)),
+                wait=True,
+            )
 
     def search(
         self,
@@ -257,7 +289,9 @@ class CatalogStore:
         if method in ("rrf", "dbsf") and not sparse[0]:
             method = "dense"  # a query of stopwords only has no lexical side to fuse
         common: dict[str, Any] = {
-            "query_filter": query_filter, "limit": limit, "with_payload": [PRODUCT],
+            "query_filter": query_filter,
+            "limit": limit,
+            "with_payload": [PRODUCT],
             "with_vectors": [DENSE] if with_dense else False,
         }
         if method == "dense":
@@ -270,10 +304,8 @@ class CatalogStore:
             fusion = models.Fusion.RRF if method == "rrf" else models.Fusion.DBSF
             request = {
                 "prefetch": [
-                    models.Prefetch(query=dense.tolist(), using=DENSE, filter=query_filter,
-                                    limit=prefetch_limit),
-                    models.Prefetch(query=sparse_query, using=SPARSE, filter=query_filter,
-                                    limit=prefetch_limit),
+                    models.Prefetch(query=dense.tolist(), using=DENSE, filter=query_filter, limit=prefetch_limit),
+                    models.Prefetch(query=sparse_query, using=SPARSE, filter=query_filter, limit=prefetch_limit),
                 ],
                 "query": models.FusionQuery(fusion=fusion),
                 **common,
@@ -291,8 +323,13 @@ class CatalogStore:
         if query_filter is not None:
             must.append(query_filter)
         records, _ = self._call(
-            "scroll", self.client.scroll, self.collection, scroll_filter=models.Filter(must=must),
-            limit=limit, with_payload=[PRODUCT], with_vectors=False,
+            "scroll",
+            self.client.scroll,
+            self.collection,
+            scroll_filter=models.Filter(must=must),
+            limit=limit,
+            with_payload=[PRODUCT],
+            with_vectors=False,
         )
         return [Product.model_validate((r.payload or {})[PRODUCT]) for r in records]
 

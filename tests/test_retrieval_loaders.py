@@ -17,14 +17,19 @@ def _split(rows: list[Row | RowError]) -> tuple[list[Row], list[RowError]]:
 def test_jsonl_bad_rows_name_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     good = {"id": "A-1", "name": "Kettle One", "category": "kettle", "price": "20.00"}
-    path.write_text("\n".join([
-        json.dumps(good),
-        "{not json",
-        json.dumps({**good, "id": "A-2", "price": "-3"}),
-        "",
-        json.dumps({"id": "A-3", "category": "kettle", "price": "1"}),
-        json.dumps({**good, "id": "A-4"}),
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(good),
+                "{not json",
+                json.dumps({**good, "id": "A-2", "price": "-3"}),
+                "",
+                json.dumps({"id": "A-3", "category": "kettle", "price": "1"}),
+                json.dumps({**good, "id": "A-4"}),
+            ]
+        )
+        + "\n"
+    )
     rows, errors = _split(list(read_catalog(path)))
     assert [r.product.id for r in rows] == ["A-1", "A-4"]
     assert [r.line for r in rows] == [1, 6]
@@ -62,9 +67,7 @@ def test_csv_mapping_file(tmp_path: Path) -> None:
         "defaults: {currency: EUR}\n"
         "attribute_columns: [brand]\n"
     )
-    (tmp_path / "shop.csv").write_text(
-        "sku;title;type;cost_eur;brand\nX-9;Grinder;coffee grinder;99.9;Brennt\n"
-    )
+    (tmp_path / "shop.csv").write_text("sku;title;type;cost_eur;brand\nX-9;Grinder;coffee grinder;99.9;Brennt\n")
     rows, errors = _split(list(read_catalog(tmp_path / "shop.csv", load_mapping(tmp_path / "map.yaml"))))
     assert not errors
     product = rows[0].product
@@ -102,9 +105,7 @@ def test_wands_to_beir(tmp_path: Path) -> None:
     src = tmp_path / "wands"
     src.mkdir()
     (src / "product.csv").write_text(WANDS_PRODUCTS)
-    (src / "query.csv").write_text(
-        "query_id\tquery\tquery_class\n0\tmodern bed\tBeds\n1\tslow cooker\tCookers\n"
-    )
+    (src / "query.csv").write_text("query_id\tquery\tquery_class\n0\tmodern bed\tBeds\n1\tslow cooker\tCookers\n")
     (src / "label.csv").write_text(
         "id\tquery_id\tproduct_id\tlabel\n0\t0\t0\tExact\n1\t0\t1\tIrrelevant\n2\t1\t1\tPartial\n"
     )

@@ -97,27 +97,34 @@ def test_a_named_product_is_never_filtered_out_by_a_written_price(retriever: Ret
     assert result.hits[0].product == product and not result.unknown
 
 
-@pytest.mark.parametrize("question", [
-    "How much is the Vellora Crema V-999?",  # real brand and series, no such model code
-    f"Is the {product_name(random.Random(3), 'heldout')} in stock?",  # a brand we do not sell
-    "Do you have the Aurin Meridian kettle?",
-    "Do you sell toasters?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How much is the Vellora Crema V-999?",  # real brand and series, no such model code
+        f"Is the {product_name(random.Random(3), 'heldout')} in stock?",  # a brand we do not sell
+        "Do you have the Aurin Meridian kettle?",
+        "Do you sell toasters?",
+    ],
+)
 def test_unknown_products_are_signalled(retriever: Retriever, question: str) -> None:
     result = retriever.retrieve(question)
     assert result.unknown, question
     assert result.reason
 
 
-@pytest.mark.parametrize("question", [
-    "dual boiler espresso machine", "Do you have a gooseneck kettle?", "Velora Crema grinder",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "dual boiler espresso machine",
+        "Do you have a gooseneck kettle?",
+        "Velora Crema grinder",
+    ],
+)
 def test_real_needs_are_not_signalled(retriever: Retriever, question: str) -> None:
     assert not retriever.retrieve(question).unknown
 
 
-def test_reingest_skips_unchanged_updates_changed_and_prunes(small_store: CatalogStore,
-                                                               embedder: Embedder) -> None:
+def test_reingest_skips_unchanged_updates_changed_and_prunes(small_store: CatalogStore, embedder: Embedder) -> None:
     products = CATALOG[:12]
     assert (_ingest(products, small_store, embedder).added, small_store.count()) == (12, 12)
     again = _ingest(products, small_store, embedder)
@@ -130,8 +137,9 @@ def test_reingest_skips_unchanged_updates_changed_and_prunes(small_store: Catalo
     assert ids == {p.id for p in products[:8]}
 
 
-def test_malformed_rows_are_reported_and_good_rows_land(tmp_path: Path, small_store: CatalogStore,
-                                                        embedder: Embedder) -> None:
+def test_malformed_rows_are_reported_and_good_rows_land(
+    tmp_path: Path, small_store: CatalogStore, embedder: Embedder
+) -> None:
     good = [p.model_dump_json(exclude_none=True) for p in CATALOG[:5]]
     bad_price = json.loads(CATALOG[5].model_dump_json())
     bad_price["price"] = "free"
@@ -141,12 +149,16 @@ def test_malformed_rows_are_reported_and_good_rows_land(tmp_path: Path, small_st
     report = ingest(read_catalog(path), small_store, embedder, progress=False)
     assert report.added == 5 and small_store.count() == 5
     assert [(e.line, e.message.split(":")[0]) for e in report.errors] == [
-        (2, "invalid JSON"), (4, "field price"), (7, "field id")]
+        (2, "invalid JSON"),
+        (4, "field price"),
+        (7, "field id"),
+    ]
     assert "first on line 3" in report.errors[2].message
 
 
-def test_prune_keeps_products_whose_row_was_rejected(tmp_path: Path, small_store: CatalogStore,
-                                                     embedder: Embedder) -> None:
+def test_prune_keeps_products_whose_row_was_rejected(
+    tmp_path: Path, small_store: CatalogStore, embedder: Embedder
+) -> None:
     _ingest(CATALOG[:3], small_store, embedder)
     broken = json.loads(CATALOG[2].model_dump_json())
     broken["stock"] = -1

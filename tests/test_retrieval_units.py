@@ -22,8 +22,12 @@ from retrieval.store import point_id
 
 def _product(**kw: object) -> Product:
     base: dict[str, object] = {
-        "id": "ESP-1042", "name": "Vellora Crema V-520", "category": "espresso machine",
-        "price": Decimal("349.00"), "stock": 3, "attributes": {"color": "red"},
+        "id": "ESP-1042",
+        "name": "Vellora Crema V-520",
+        "category": "espresso machine",
+        "price": Decimal("349.00"),
+        "stock": 3,
+        "attributes": {"color": "red"},
     }
     base.update(kw)
     return Product.model_validate(base)
@@ -66,11 +70,14 @@ def test_dense_text_leads_with_name_and_leaves_out_sku_and_price() -> None:
     assert "ESP-1042" not in text and "349" not in text and len(text) < 400
 
 
-@pytest.mark.parametrize(("text", "low", "high"), [
-    ("red kettle under $50", None, Decimal(50)),
-    ("grinder over 100 dollars", Decimal(100), None),
-    ("scale between $20 and $40", Decimal(20), Decimal(40)),
-])
+@pytest.mark.parametrize(
+    ("text", "low", "high"),
+    [
+        ("red kettle under $50", None, Decimal(50)),
+        ("grinder over 100 dollars", Decimal(100), None),
+        ("scale between $20 and $40", Decimal(20), Decimal(40)),
+    ],
+)
 def test_price_bounds_are_read(text: str, low: Decimal | None, high: Decimal | None) -> None:
     parsed = price_filters(text)
     assert parsed is not None and (parsed.min_price, parsed.max_price) == (low, high)
@@ -123,8 +130,18 @@ def test_labelled_queries_are_deterministic_and_cover_the_hard_cases() -> None:
     assert [q.text for q in queries] == [q.text for q in labelled_queries(catalog)]
     assert len(queries) >= 200
     kinds = {q.kind for q in queries}
-    assert {"name", "sku", "code", "misspelled", "attribute", "comparison", "unknown-name", "unknown-code",
-            "unknown-type"} <= kinds
+    assert {
+        "name",
+        "sku",
+        "code",
+        "misspelled",
+        "attribute",
+        "comparison",
+        "unknown-name",
+        "unknown-code",
+        "unknown-type",
+        "unknown-series",
+    } <= kinds
     ids = {p.id for p in catalog}
     for q in queries:
         assert q.unknown == (not q.relevance)
