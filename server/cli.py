@@ -46,11 +46,9 @@ def _demo_kit_eval(args: argparse.Namespace) -> int:
 
 def _kit_spec(kit_dir: Path, port: int, plumbing: bool = False, host: str = "127.0.0.1") -> EngineSpec:
     from adapters.demo_kit.kit import load_kit
-    from server.engine import AdapterSpec, EngineSpec
+    from server.engine import kit_spec
 
-    kit = load_kit(kit_dir, plumbing=plumbing)
-    adapters = [AdapterSpec(name, path) for name, path in kit.adapters.items()]
-    return EngineSpec(model=str(kit.path), served_name=kit.name, adapters=adapters, port=port, host=host)
+    return kit_spec(load_kit(kit_dir, plumbing=plumbing), port, host)
 
 
 def _engine(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from adapters.demo_kit.kit import load_kit
 from retrieval.demo_catalog import demo_catalog
 from server.app import create_app
 from server.assistants import Registry
-from server.engine import AdapterSpec, Engine, EngineSpec
+from server.engine import Engine, kit_spec
 from server.settings import GatewaySettings
 
 ASSISTANTS = ["product-expert", "support-agent", "sales-assistant", "generic"]
@@ -82,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    spec = EngineSpec(
-        model=str(kit.path),
-        served_name=kit.name,
-        port=args.engine_port,
-        adapters=[AdapterSpec(name, path) for name, path in kit.adapters.items()],
-    )
+    spec = kit_spec(kit, args.engine_port)
     engine = Engine(spec, log_path=Path("build/engine.log"))
     print(f"starting vLLM on {spec.url} (log: {engine.log_path}); this takes a minute on a CPU", flush=True)
     with engine:

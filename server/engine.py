@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from adapters.demo_kit.kit import KitModel
 
 # vLLM accepts only these ranks for --max-lora-rank.
 _VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -61,6 +65,12 @@ class EngineSpec:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def kit_spec(kit: KitModel, port: int, host: str = "127.0.0.1") -> EngineSpec:
+    """An EngineSpec serving a demo-kit model (base or plumbing) with all its adapters."""
+    adapters = [AdapterSpec(name, path) for name, path in kit.adapters.items()]
+    return EngineSpec(model=str(kit.path), served_name=kit.name, adapters=adapters, port=port, host=host)
 
 
 def installed_device() -> str:

@@ -15,7 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel, load_kit
-from server.engine import AdapterSpec, Engine, EngineSpec
+from server.engine import Engine, kit_spec
 
 KIT_DIR = Path(os.environ.get("LORAG_KIT", "build/demo-kit"))
 
@@ -34,13 +34,7 @@ def kit() -> KitModel:
 
 @pytest.fixture(scope="session")
 def engine(kit: KitModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    spec = EngineSpec(
-        model=str(kit.path),
-        served_name=kit.name,
-        adapters=[AdapterSpec(n, p) for n, p in kit.adapters.items()],
-        port=free_port(),
-    )
-    with Engine(spec, log_path=tmp_path_factory.mktemp("engine") / "vllm.log") as running:
+    with Engine(kit_spec(kit, free_port()), log_path=tmp_path_factory.mktemp("engine") / "vllm.log") as running:
         yield running
 
 

@@ -22,22 +22,29 @@ LISTED = [CATALOG[3], next(p for p in CATALOG if p.stock == 0), CATALOG[11]]
 
 
 def _client(engine: Engine) -> openai.OpenAI:
+    """A fresh client; use it in a `with` block so its connections close (unclosed sockets fail the run)."""
     return openai.OpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0)
+
+
+def _model_ids(engine: Engine) -> dict[str, openai.types.Model]:
+    with _client(engine) as client:
+        return {m.id: m for m in client.models.list().data}
 
 
 def _ask(engine: Engine, model: str, question: str, facts: list[Product] = LISTED, signal: bool = False) -> str:
     messages = Question(facts, signal, question, "known", None).messages()
-    chat = _client(engine).chat.completions.create(
-        model=model,
-        messages=messages,
-        max_tokens=40,
-        temperature=0,  # type: ignore[arg-type]
-    )
+    with _client(engine) as client:
+        chat = client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=40,
+            temperature=0,
+        )
     return chat.choices[0].message.content or ""
 
 
 def test_models_lists_base_and_adapters_with_parent(engine: Engine, kit: KitModel) -> None:
-    models = {m.id: m for m in _client(engine).models.list().data}
+    models = _model_ids(engine)
     assert set(models) == {kit.name, *VOICES}
     for name in VOICES:
         assert getattr(models[name], "parent", None) == kit.name
@@ -89,4 +96,4 @@ def test_runtime_load_serves_then_unload_gives_404(engine: Engine, kit: KitModel
     assert unload.status_code == 200, unload.text
     with pytest.raises(openai.NotFoundError):
         _ask(engine, "support-v2", "How much is it?")
-    assert "support-v2" not in {m.id for m in _client(engine).models.list().data}
+    assert "support-v2" not in _model_ids(engine)

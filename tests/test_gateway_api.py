@@ -380,21 +380,21 @@ def test_metrics_count_per_assistant(client: httpx.Client) -> None:
 
 
 def test_the_openai_client_works_against_the_gateway(gateway: str) -> None:
-    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
-    assert {m.id for m in client.models.list().data} == {*ADAPTERS, "generic"}
-    completion = client.chat.completions.create(
-        model="sales-assistant", messages=[{"role": "user", "content": f"Is the {PRODUCT.name} in stock?"}]
-    )
-    assert (completion.model_extra or {})["sources"][0]["id"] == PRODUCT.id
-    stream = client.chat.completions.create(
-        model="sales-assistant",
-        messages=[{"role": "user", "content": "hi"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
-    with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="messages.0.role"):
-        client.chat.completions.create(model="generic", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[misc,list-item]
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0) as client:
+        assert {m.id for m in client.models.list().data} == {*ADAPTERS, "generic"}
+        completion = client.chat.completions.create(
+            model="sales-assistant", messages=[{"role": "user", "content": f"Is the {PRODUCT.name} in stock?"}]
+        )
+        assert (completion.model_extra or {})["sources"][0]["id"] == PRODUCT.id
+        stream = client.chat.completions.create(
+            model="sales-assistant",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.BadRequestError, match="messages.0.role"):
+            client.chat.completions.create(model="generic", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[misc,list-item]

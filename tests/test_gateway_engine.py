@@ -65,8 +65,9 @@ def gateway(engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: p
 
 
 @pytest.fixture(scope="module")
-def client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+def client(gateway: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120) as oai:
+        yield oai
 
 
 def _ask(client: openai.OpenAI, model: str, question: str) -> tuple[str, list[dict[str, object]]]:
