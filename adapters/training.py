@@ -131,10 +131,15 @@ def train_lora(
     out_dir: Path,
     cfg: LoraTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
+    init_adapter: Path | None = None,
 ) -> TrainReport:
-    """Train one LoRA adapter on `conversations` and save it in PEFT format to `out_dir`."""
+    """Train one LoRA adapter on `conversations` and save it in PEFT format to `out_dir`.
+
+    With `init_adapter`, training continues from that adapter's weights (a new version of an existing adapter:
+    its rank and target modules win over `cfg`'s) instead of starting from a fresh LoRA.
+    """
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if cfg.threads:
@@ -142,16 +147,19 @@ def train_lora(
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=cfg.rank,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=cfg.target_modules,
-            task_type="CAUSAL_LM",
-        ),
-    )
+    if init_adapter is not None:
+        peft_model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                target_modules=cfg.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     examples = [tokenize_conversation(tokenizer, c, cfg.max_length) for c in conversations]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [p for p in peft_model.parameters() if p.requires_grad]

@@ -1,12 +1,14 @@
 """The gateway application: `create_app(settings)` and the lifespan that owns every client.
 
-The lifespan opens, in order, the assistant registry (the manifest), the httpx client to vLLM, and, when any
-assistant retrieves, the Qdrant client and the embedding model; it closes them in reverse. Handlers reach them
+The lifespan opens, in order, the assistant registry (the manifest), the adapters' desired state, an httpx
+client per vLLM engine, the adapter service and its reconciler (a first pass, then a periodic task), and, when
+any assistant retrieves, the Qdrant client and the embedding model; it closes them in reverse. Handlers reach them
 through the typed state it yields (see server.deps); nothing lives in module globals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -16,18 +18,21 @@ import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 
+from adapters.registry import StateFile, seed_boot_adapters
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
 from retrieval.store import build_client
 from server.assistants import Registry
 from server.chat import ChatService
+from server.engines import EnginePool
 from server.errors import install_handlers
+from server.hotswap import AdapterService
 from server.metrics import Metrics
 from server.middleware import RequestContext
 from server.readiness import Readiness
-from server.routes import chat, health, models
+from server.reconciler import Reconciler
+from server.routes import admin, chat, health, models
 from server.settings import GatewaySettings
-from server.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +42,18 @@ class State(TypedDict):
 
     settings: GatewaySettings
     registry: Registry
-    upstream: Upstream
+    pool: EnginePool
+    adapters: AdapterService
+    reconciler: Reconciler
     metrics: Metrics
     retriever: Retriever | None
     chat: ChatService
     readiness: Readiness
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _lifespan(
@@ -51,9 +63,31 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         registry = Registry.from_file(settings.assistants)
         metrics = Metrics()
+        state_file = StateFile(settings.state_file)
+        state = state_file.load()
+        if seed_boot_adapters(state, sorted({a.adapter for a in registry if a.adapter})):
+            state_file.save(state)
         async with AsyncExitStack() as stack:
-            upstream = Upstream.from_settings(settings, transport)
-            stack.push_async_callback(upstream.aclose)
+            pool = EnginePool.from_settings(settings, transport)
+            stack.push_async_callback(pool.aclose)
+            adapters = AdapterService(
+                state_file,
+                state,
+                pool,
+                roots=settings.adapter_roots,
+                max_rank=settings.max_lora_rank,
+                base_names=[registry.base_model],
+                drain_timeout=settings.drain_timeout,
+            )
+            stack.push_async_callback(adapters.aclose)
+            reconciler = Reconciler(adapters, settings.reconcile_interval)
+            # The first pass learns what each engine holds and restores what an engine restart lost; engines
+            # that are down are retried by the periodic pass.
+            report = await reconciler.run_once()
+            if report.engines_down:
+                log.warning("engines down at start-up: %s", ", ".join(report.engines_down))
+            task = asyncio.get_running_loop().create_task(reconciler.run_forever())
+            stack.push_async_callback(_cancel, task)
             retriever = None
             if registry.needs_retrieval:
                 client = build_client(settings)
@@ -63,18 +97,23 @@ def _lifespan(
                 retriever = Retriever.from_settings(settings, client, embedder)
                 if not await anyio.to_thread.run_sync(retriever.store.exists):
                     log.warning("collection %r does not exist: run `lorag catalog ingest`", settings.collection)
-            service = ChatService(registry, upstream, metrics, retriever, settings.retrieval_concurrency)
+            service = ChatService(registry, pool, metrics, retriever, settings.retrieval_concurrency, adapters=adapters)
             log.info(
-                "gateway up: %d assistants over %s at %s", len(registry), registry.base_model, settings.upstream_url
+                "gateway up: %d assistants over %s at %s",
+                len(registry),
+                registry.base_model,
+                ", ".join(settings.engine_urls()),
             )
             yield State(
                 settings=settings,
                 registry=registry,
-                upstream=upstream,
+                pool=pool,
+                adapters=adapters,
+                reconciler=reconciler,
                 metrics=metrics,
                 retriever=retriever,
                 chat=service,
-                readiness=Readiness(registry, upstream, retriever),
+                readiness=Readiness(service, retriever),
             )
 
     return lifespan
@@ -92,6 +131,6 @@ def create_app(
     )
     install_handlers(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
-    for router in (chat.router, models.router, health.router):
+    for router in (chat.router, models.router, health.router, admin.router):
         app.include_router(router)
     return app

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx
 
 from retrieval.embedder import EmbedderError
 from retrieval.retriever import Hit, Retriever
 from retrieval.store import StoreError
 from server.assistants import Assistant, Registry
-from server.errors import GatewayError, RetrievalUnavailable, sse_error
+from server.engines import EngineNode, EnginePool
+from server.errors import GatewayError, RetrievalUnavailable, UpstreamError, UpstreamUnavailable, sse_error
+from server.hotswap import AdapterService
 from server.metrics import UNKNOWN, Metrics
 from server.prompt import facts_block, retrieval_query, shown_hits, sources, upstream_messages
 from server.protocol import ChatCompletionRequest, ChatMessage, Source
 from server.relay import StreamRelay
-from server.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,21 @@ class Prepared:
     stream: bool
     client_wants_usage: bool
     retrieval_seconds: float | None
+    on_done: Callable[[], None] | None = field(default=None, repr=False)
+
+    def done(self) -> None:
+        """The request is over (answered, failed or abandoned): it no longer holds its adapter version."""
+        if self.on_done is not None:
+            on_done, self.on_done = self.on_done, None
+            on_done()
+
+
+def _retryable(exc: GatewayError) -> bool:
+    """Whether another engine may take a request this error stopped before anything reached the client: the
+    engine is down or full, or it lacks the adapter (its restart lost it)."""
+    return isinstance(exc, UpstreamUnavailable) or (
+        isinstance(exc, UpstreamError) and exc.code == "upstream_model_not_found"
+    )
 
 
 class ChatService:
@@ -54,13 +71,15 @@ class ChatService:
     def __init__(
         self,
         registry: Registry,
-        upstream: Upstream,
+        pool: EnginePool,
         metrics: Metrics,
         retriever: Retriever | None = None,
         retrieval_concurrency: int = 4,
+        adapters: AdapterService | None = None,
     ) -> None:
         self.registry = registry
-        self.upstream = upstream
+        self.pool = pool
+        self.adapters = adapters
         self.metrics = metrics
         self.retriever = retriever
         self.limiter = anyio.CapacityLimiter(retrieval_concurrency)
@@ -80,9 +99,7 @@ class ChatService:
         except GatewayError as exc:
             self.metrics.errors.labels(assistant.name, str(exc.status)).inc()
             raise
-        served = self.registry.served_name(assistant)
         payload: dict[str, Any] = {**assistant.sampling.defaults(), **request.forwarded()}
-        payload["model"] = served
         payload["messages"] = upstream_messages(request.messages, persona=assistant.persona, facts=facts)
         wanted = request.requested_max_tokens()
         payload["max_completion_tokens"] = min(wanted or assistant.max_tokens, assistant.max_tokens)
@@ -95,9 +112,45 @@ class ChatService:
             # Always asked for, so token metrics work; dropped again when the client did not ask.
             payload["stream"] = True
             payload["stream_options"] = {**options, "include_usage": True}
-        return Prepared(
+        # No await from here on: the version resolved is the one counted as in use, so a swap that switches
+        # after this point waits for this request before unloading it.
+        served = self.served_name(assistant)
+        payload["model"] = served
+        prepared = Prepared(
             assistant, served, payload, sources(hits), request_id, started, request.stream, client_wants_usage, seconds
         )
+        if self.adapters is not None and assistant.adapter is not None:
+            self.adapters.acquire(served)
+            prepared.on_done = partial(self.adapters.release, served)
+        return prepared
+
+    def served_name(self, assistant: Assistant) -> str:
+        """The model vLLM serves this assistant under now: its adapter's active version, or the base model."""
+        if assistant.adapter is None:
+            return self.registry.base_model
+        if self.adapters is None:
+            return assistant.adapter
+        return self.adapters.served_for(assistant.adapter)
+
+    async def _send(self, prepared: Prepared) -> tuple[httpx.Response, EngineNode]:
+        """Send to the best engine for the model; on an engine that is down, full or lacks the adapter, the
+        next one (nothing has reached the client yet). The engine's outstanding count is taken by the caller."""
+        error: GatewayError | None = None
+        for node in self.pool.route(prepared.served_name):
+            node.outstanding += 1
+            try:
+                return await node.upstream.send(prepared.payload, prepared.request_id), node
+            except GatewayError as exc:
+                node.outstanding -= 1
+                if not _retryable(exc):
+                    raise
+                if isinstance(exc, UpstreamUnavailable) and exc.code == "upstream_unavailable":
+                    node.mark_down(exc.message)
+                else:
+                    node.served.discard(prepared.served_name)
+                error = exc
+        assert error is not None
+        raise error
 
     async def _retrieve(
         self, assistant: Assistant, messages: list[ChatMessage]
@@ -126,10 +179,16 @@ class ChatService:
         """A non-streamed answer: vLLM's JSON with the assistant's name and `sources`."""
         name = prepared.assistant.name
         try:
-            answer = await self.upstream.chat(prepared.payload, prepared.request_id)
+            response, node = await self._send(prepared)
+            try:
+                answer = await node.upstream.read_json(response)
+            finally:
+                node.outstanding -= 1
         except GatewayError as exc:
             self.metrics.errors.labels(name, str(exc.status)).inc()
             raise
+        finally:
+            prepared.done()
         answer["model"] = name
         answer["sources"] = prepared.sources
         self.metrics.usage(name, answer.get("usage"))
@@ -141,9 +200,10 @@ class ChatService:
         before then, so the route still answers it with an HTTP error instead of an in-band one."""
         name = prepared.assistant.name
         try:
-            response = await self.upstream.open_stream(prepared.payload, prepared.request_id)
+            response, node = await self._send(prepared)
         except GatewayError as exc:
             self.metrics.errors.labels(name, str(exc.status)).inc()
+            prepared.done()
             raise
         relay = StreamRelay(
             assistant=name,
@@ -156,7 +216,7 @@ class ChatService:
         first = True
         try:
             yield b""
-            async with aclosing(self.upstream.events(response)) as events:
+            async with aclosing(node.upstream.events(response)) as events:
                 async for data in events:
                     out = relay.process(data)
                     if out is None:
@@ -173,6 +233,8 @@ class ChatService:
             self.metrics.disconnects.labels(name).inc()
             raise
         finally:
+            node.outstanding -= 1
+            prepared.done()
             with anyio.CancelScope(shield=True):
                 await response.aclose()
         if relay.error is not None:

@@ -128,11 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--timeout", type=float, default=600, help="seconds to wait for /health")
     eng.add_argument("extra", nargs="*", help="after --, extra arguments passed to vLLM")
     eng.set_defaults(func=_engine)
+    from loadtest.cli import register as register_load
     from retrieval.cli import register as register_retrieval
+    from server.admin_cli import register as register_adapters
     from server.serve import register as register_serve
 
-    register_retrieval(sub)
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    register_retrieval(sub, bench)
+    register_load(bench)
     register_serve(sub)
+    register_adapters(sub)
     return parser
 
 

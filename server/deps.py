@@ -6,14 +6,18 @@ that costs more than everything else these do.
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
 from server.assistants import Registry
 from server.chat import ChatService
+from server.errors import Forbidden, Unauthorized
+from server.hotswap import AdapterService
 from server.metrics import Metrics
 from server.readiness import Readiness
+from server.reconciler import Reconciler
 
 
 async def _chat(request: Request) -> ChatService:
@@ -22,6 +26,24 @@ async def _chat(request: Request) -> ChatService:
 
 async def _registry(request: Request) -> Registry:
     return cast(Registry, request.state.registry)
+
+
+async def _adapters(request: Request) -> AdapterService:
+    return cast(AdapterService, request.state.adapters)
+
+
+async def _reconciler(request: Request) -> Reconciler:
+    return cast(Reconciler, request.state.reconciler)
+
+
+async def _admin(request: Request) -> None:
+    """The admin API needs `Authorization: Bearer <LORAG_ADMIN_KEY>`; without a configured key it is off."""
+    key = request.state.settings.admin_key
+    if key is None:
+        raise Forbidden("the admin API is off: set LORAG_ADMIN_KEY to use it")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), key.get_secret_value().encode()):
+        raise Unauthorized("invalid or missing admin key (Authorization: Bearer <LORAG_ADMIN_KEY>)")
 
 
 async def _metrics(request: Request) -> Metrics:
@@ -40,6 +62,9 @@ async def _started(request: Request) -> float:
     return cast(float, request.state.started)
 
 
+AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
+ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
+AdminDep = Depends(_admin)
 ChatDep = Annotated[ChatService, Depends(_chat)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -2,6 +2,8 @@
 
     GatewayError                   status  type                    code
     ├── InvalidRequest              400    invalid_request_error   invalid_value (or a more precise one)
+    ├── Unauthorized                401    authentication_error    invalid_api_key
+    ├── Forbidden                   403    permission_error        admin_disabled
     ├── ModelNotFound               404    invalid_request_error   model_not_found
     ├── BodyTooLarge                413    invalid_request_error   request_too_large
     ├── UpstreamError               502    upstream_error          upstream_error
@@ -60,6 +62,18 @@ class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_value"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "admin_disabled"
 
 
 class ModelNotFound(GatewayError):

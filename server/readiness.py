@@ -1,4 +1,4 @@
-"""What /ready checks: vLLM answers and serves every assistant's model, and the catalog is searchable."""
+"""What /ready checks: the engines answer and serve every assistant's model, and the catalog is searchable."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import anyio.to_thread
 
 from retrieval.retriever import Retriever
 from retrieval.store import StoreError
-from server.assistants import Registry
+from server.chat import ChatService
 from server.errors import GatewayError
-from server.upstream import Upstream
 
 OK = "ok"
 
@@ -16,9 +15,8 @@ OK = "ok"
 class Readiness:
     """Runs the readiness checks; each reports "ok" or what is wrong."""
 
-    def __init__(self, registry: Registry, upstream: Upstream, retriever: Retriever | None) -> None:
-        self.registry = registry
-        self.upstream = upstream
+    def __init__(self, chat: ChatService, retriever: Retriever | None) -> None:
+        self.chat = chat
         self.retriever = retriever
 
     async def check(self) -> dict[str, str]:
@@ -29,12 +27,28 @@ class Readiness:
         return checks
 
     async def _vllm(self) -> str:
-        try:
-            served = set(await self.upstream.models())
-        except GatewayError as exc:
-            return exc.message
-        missing = sorted(self.registry.served_names() - served)
-        return f"vLLM does not serve: {', '.join(missing)}" if missing else OK
+        """Every engine is asked; ready when each assistant's current model is served by at least one."""
+        served: set[str] = set()
+        problems: list[str] = []
+        for node in self.chat.pool:
+            try:
+                node.observe(await node.upstream.model_cards())
+            except GatewayError as exc:
+                node.mark_down(exc.message)
+                problems.append(f"{node.url}: {exc.message}")
+                continue
+            served |= node.served
+        wanted: set[str] = set()
+        for assistant in self.chat.registry:
+            try:
+                wanted.add(self.chat.served_name(assistant))
+            except GatewayError:
+                continue  # retired: it answers 404 by design
+        missing = sorted(wanted - served)
+        if not missing:
+            return OK  # an engine may be down, but another serves everything
+        problems.append(f"vLLM does not serve: {', '.join(missing)}")
+        return "; ".join(problems)
 
     async def _qdrant(self, retriever: Retriever) -> str:
         try:

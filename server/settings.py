@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from retrieval.settings import RetrievalSettings
 
@@ -36,6 +37,29 @@ class GatewaySettings(RetrievalSettings):
         default=4, ge=1, description="Retrievals run at once in worker threads (embedding is CPU-bound)."
     )
     access_log: bool = Field(default=True, description="Log one line per request (uvicorn's access log).")
+    engines: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several vLLM servers, comma-separated (http://a:8000,http://b:8000); unset: upstream_url alone.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="Bearer token of the /admin API (adapter hot-swap); unset turns the API off."
+    )
+    adapter_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Directories new adapter versions may be loaded from, comma-separated."
+    )
+    state_file: Path | None = Field(
+        default=Path(".lorag/adapters.json"),
+        description="Where the adapters' desired state (versions, active, retired) is kept across restarts.",
+    )
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between comparisons of each engine's adapters with the desired state."
+    )
+    drain_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a replaced version may finish in-flight requests before unloading."
+    )
+    max_lora_rank: int = Field(
+        default=16, ge=1, description="The engines' --max-lora-rank: higher-rank versions are refused before loading."
+    )
 
     @field_validator("upstream_url")
     @classmethod
@@ -43,3 +67,19 @@ class GatewaySettings(RetrievalSettings):
         # People paste the OpenAI base URL (".../v1"); the gateway adds the paths itself.
         url = url.rstrip("/")
         return url.removesuffix("/v1")
+
+    @field_validator("engines", "adapter_roots", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("engines")
+    @classmethod
+    def _origins(cls, urls: list[str]) -> list[str]:
+        return [cls._origin(url) for url in urls]
+
+    def engine_urls(self) -> list[str]:
+        """Every vLLM server the gateway routes to."""
+        return self.engines or [self.upstream_url]

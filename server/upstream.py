@@ -84,9 +84,12 @@ def upstream_message(body: bytes) -> tuple[str, str | None]:
     return json.dumps(data)[:500], None
 
 
-def from_status(status: int, body: bytes) -> GatewayError:
-    """The gateway error for an error answer from vLLM."""
+def from_status(status: int, body: bytes, admin: bool = False) -> GatewayError:
+    """The gateway error for an error answer from vLLM; `admin`: to a LoRA load/unload, whose 400s and 404s
+    are the engine refusing the adapter, not the client's request being malformed."""
     message, param = upstream_message(body)
+    if admin and status in (400, 404, 422):
+        return UpstreamError(f"the model server refused: {message}", code="adapter_refused")
     if status in (400, 422):
         return InvalidRequest(message, param=param)
     if status == 413:
@@ -97,7 +100,7 @@ def from_status(status: int, body: bytes) -> GatewayError:
             f"the model server does not serve this assistant's model: {message}", code="upstream_model_not_found"
         )
     if status in (429, 503):
-        return UpstreamUnavailable(f"the model server is overloaded or starting: {message}")
+        return UpstreamUnavailable(f"the model server is overloaded or starting: {message}", code="upstream_overloaded")
     if status in (408, 504):
         return UpstreamTimeout(f"the model server timed out: {message}")
     return UpstreamError(f"the model server answered {status}: {message}")
@@ -125,8 +128,11 @@ class Upstream:
         self._headers = {"content-type": "application/json", **headers}
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
-        """A pool for settings.upstream_url with the configured timeouts and size (`transport` replaces it)."""
+    def from_settings(
+        cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None, url: str | None = None
+    ) -> Upstream:
+        """A pool for `url` (default settings.upstream_url) with the configured timeouts and size (`transport`
+        replaces it)."""
         headers = {}
         if settings.upstream_api_key is not None:
             headers["authorization"] = f"Bearer {settings.upstream_api_key.get_secret_value()}"
@@ -140,13 +146,21 @@ class Upstream:
             write=settings.upstream_connect_timeout,
             pool=settings.upstream_connect_timeout,
         )
-        client = httpx.AsyncClient(base_url=settings.upstream_url, headers=headers, timeout=timeout, transport=pool)
+        client = httpx.AsyncClient(
+            base_url=url or settings.upstream_url, headers=headers, timeout=timeout, transport=pool
+        )
         return cls(client, pool, timeout, headers)
 
     async def aclose(self) -> None:
         await self.client.aclose()  # closes the transport too
 
-    async def _post(self, payload: dict[str, Any], request_id: str) -> httpx.Response:
+    @property
+    def url(self) -> str:
+        return str(self.client.base_url).rstrip("/")
+
+    async def send(self, payload: dict[str, Any], request_id: str) -> httpx.Response:
+        """Send a chat request; return once vLLM answered 200 (its body unread), else raise. Nothing has reached
+        the client yet when this raises, so the caller may still try another engine."""
         request = httpx.Request(
             "POST",
             self._chat_url,
@@ -164,7 +178,11 @@ class Upstream:
 
     async def chat(self, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
         """A non-streamed chat completion, as vLLM's JSON."""
-        body = await _read(await self._post(payload, request_id))
+        return await self.read_json(await self.send(payload, request_id))
+
+    async def read_json(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object of a non-streamed answer opened by `send`."""
+        body = await _read(response)
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -172,10 +190,6 @@ class Upstream:
         if not isinstance(data, dict):
             raise UpstreamError("the model server answered with JSON that is not an object")
         return data
-
-    async def open_stream(self, payload: dict[str, Any], request_id: str) -> httpx.Response:
-        """Send a streamed chat request and check its status, before the client is sent its 200."""
-        return await self._post(payload, request_id)
 
     async def events(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
         """The `data:` payloads of an open stream up to [DONE]; closes the response whatever happens."""
@@ -206,16 +220,35 @@ class Upstream:
 
     async def models(self, timeout: float = 5.0) -> list[str]:
         """The model ids vLLM serves (base model and loaded adapters)."""
+        return [str(card["id"]) for card in await self.model_cards(timeout)]
+
+    async def model_cards(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """vLLM's model cards: id, root (the model or adapter path) and parent (None for the base model)."""
+        response = await self._call("GET", "/v1/models", None, timeout)
         try:
-            response = await self.client.get("/v1/models", timeout=timeout)
+            cards = response.json()["data"]
+            if all(isinstance(card, dict) and "id" in card for card in cards):
+                return list(cards)
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise UpstreamError("the model server's model list is malformed")
+
+    async def load_lora(self, name: str, path: str, timeout: float = 120.0) -> None:
+        """Load an adapter under `name` (vLLM's runtime LoRA API; VLLM_ALLOW_RUNTIME_LORA_UPDATING must be on)."""
+        await self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout)
+
+    async def unload_lora(self, name: str, timeout: float = 30.0) -> None:
+        await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name}, timeout)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> httpx.Response:
+        """A light JSON call through the client; errors translated like a chat request's."""
+        try:
+            response = await self.client.request(method, path, json=body, timeout=timeout)
         except httpx.RequestError as exc:
             raise from_transport(exc) from exc
         if response.status_code != 200:
-            raise from_status(response.status_code, response.content)
-        try:
-            return [str(card["id"]) for card in response.json()["data"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UpstreamError("the model server's model list is malformed") from exc
+            raise from_status(response.status_code, response.content, admin=body is not None)
+        return response
 
 
 def _stream(response: httpx.Response) -> httpx.AsyncByteStream:

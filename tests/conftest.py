@@ -26,6 +26,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def _adapter_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's gateway keeps its adapters' desired state in its own file, never in the checkout."""
+    monkeypatch.setenv("LORAG_STATE_FILE", str(tmp_path / "adapters.json"))
+
+
 @pytest.fixture(scope="session")
 def kit() -> KitModel:
     """The built demo kit; `make test` builds it first, so a missing kit is an error, not a skip."""

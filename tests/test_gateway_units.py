@@ -382,7 +382,7 @@ def _upstream(handler: Callable[[httpx.Request], httpx.Response]) -> Upstream:
 
 
 async def _events(upstream: Upstream) -> list[bytes]:
-    response = await upstream.open_stream({"model": "m", "stream": True}, "rid")
+    response = await upstream.send({"model": "m", "stream": True}, "rid")
     return [e async for e in upstream.events(response)]
 
 

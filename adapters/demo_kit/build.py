@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from adapters.demo_kit import base_model, data, plumbing, voices
+from adapters import training
+from adapters.demo_kit import base_model, data, plumbing, versions, voices
 from adapters.training import LoraTrainConfig, train_lora
 from retrieval import demo_catalog, facts
 
@@ -28,7 +29,8 @@ TRAIN_CONFIG = LoraTrainConfig(
 )
 TRAIN_SEED = 11
 PLUMBING_ADAPTERS = ["plumb-a", "plumb-b"]
-_DATA_SOURCES = [data, voices, facts, demo_catalog]
+# What produces an adapter: its data generators and the trainer.
+_DATA_SOURCES = [data, voices, facts, demo_catalog, training]
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -39,6 +41,11 @@ def _fingerprint(*parts: Any) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def _stable(info: dict[str, Any]) -> dict[str, Any]:
+    """A part's build info without what changes between runs of the same build, for use in a fingerprint."""
+    return {k: v for k, v in info.items() if k not in ("cached", "build_seconds", "train_seconds", "source")}
 
 
 def _cached(out: Path, fingerprint: str, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
@@ -57,6 +64,25 @@ def _cached(out: Path, fingerprint: str, make: Callable[[Path], dict[str, Any]])
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return dict(info, cached=False)
+
+
+def _train(
+    base_dir: Path,
+    voice: voices.Voice,
+    config: LoraTrainConfig,
+    seed: int,
+    tmp: Path,
+    init_adapter: Path | None = None,
+) -> dict[str, Any]:
+    conversations = data.training_conversations(voice, config.steps * config.batch_size, seed=seed)
+    with tqdm(total=config.steps, desc=f"training {voice.name}", unit="step", file=sys.stderr) as bar:
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        report = train_lora(base_dir, conversations, tmp, config, progress=progress, init_adapter=init_adapter)
+    return {"train_seconds": report.seconds, "steps": report.steps, "last_loss": report.last_loss}
 
 
 def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -78,24 +104,52 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
         log(f"adapter {name}: {voice.description}")
 
         def train(tmp: Path, voice: voices.Voice = voice) -> dict[str, Any]:
-            count = TRAIN_CONFIG.steps * TRAIN_CONFIG.batch_size
-            conversations = data.training_conversations(voice, count, seed=TRAIN_SEED)
-            with tqdm(total=TRAIN_CONFIG.steps, desc=f"training {voice.name}", unit="step", file=sys.stderr) as bar:
-
-                def progress(step: int, total: int, loss: float) -> None:
-                    bar.set_postfix(loss=f"{loss:.3f}")
-                    bar.update(1)
-
-                report = train_lora(base_dir, conversations, tmp, TRAIN_CONFIG, progress=progress)
-            return {"train_seconds": report.seconds, "steps": report.steps, "last_loss": report.last_loss}
+            return _train(base_dir, voice, TRAIN_CONFIG, TRAIN_SEED, tmp)
 
         info = _cached(
             out / "adapters" / name,
-            _fingerprint(KIT_VERSION, name, TRAIN_CONFIG.model_dump(), base_info, *_DATA_SOURCES),
+            _fingerprint(KIT_VERSION, name, TRAIN_CONFIG.model_dump(), _stable(base_info), *_DATA_SOURCES),
             train,
         )
         log(f"  {'cached' if info['cached'] else 'trained'}: {info['steps']} steps in {info['train_seconds']} s")
         adapters.append({"name": name, "path": f"adapters/{name}", "rank": TRAIN_CONFIG.rank, **info})
+
+    built = {a["name"]: a for a in adapters}
+    later: list[dict[str, Any]] = []
+    for version in versions.VERSIONS.values():
+        if version.adapter not in built:
+            continue
+        log(f"version {version.name} of {version.adapter}: {version.voice.signature!r}")
+
+        def retrain(tmp: Path, version: versions.Version = version) -> dict[str, Any]:
+            init = out / "adapters" / version.adapter
+            return _train(base_dir, version.voice, version.config, version.seed, tmp, init_adapter=init)
+
+        info = _cached(
+            out / "versions" / version.name,
+            _fingerprint(
+                KIT_VERSION,
+                version.name,
+                version.voice,
+                version.config.model_dump(),
+                version.seed,
+                _stable(built[version.adapter]),
+                *_DATA_SOURCES,
+                versions,
+            ),
+            retrain,
+        )
+        log(f"  {'cached' if info['cached'] else 'trained'}: {info['steps']} steps in {info['train_seconds']} s")
+        later.append(
+            {
+                "name": version.name,
+                "adapter": version.adapter,
+                "path": f"versions/{version.name}",
+                "signature": version.voice.signature,
+                "rank": version.config.rank,
+                **info,
+            }
+        )
 
     log("plumbing model: tiny random Qwen3 with random adapters")
     plumbing_info = _cached(
@@ -107,6 +161,7 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
         "kit_version": KIT_VERSION,
         "base": {"name": base_model.BASE_NAME, "path": "base", **base_info},
         "adapters": adapters,
+        "versions": later,
         "plumbing": {
             "base": {"name": plumbing.PLUMBING_NAME, "path": "plumbing/base"},
             "adapters": [{"name": n, "path": f"plumbing/adapters/{n}", "rank": 8} for n in PLUMBING_ADAPTERS],

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.assistants import Assistant, Registry
-from server.deps import RegistryDep
+from server.assistants import Assistant
+from server.chat import ChatService
+from server.deps import ChatDep
+from server.errors import GatewayError
 from server.protocol import ModelCard, ModelList
 
 router = APIRouter()
 
 
-def _card(registry: Registry, assistant: Assistant) -> ModelCard:
-    return ModelCard(id=assistant.name, root=registry.served_name(assistant), parent=registry.base_model)
+def _card(chat: ChatService, assistant: Assistant) -> ModelCard:
+    # root: the model vLLM serves the assistant under now (an adapter version's name after a swap).
+    return ModelCard(id=assistant.name, root=chat.served_name(assistant), parent=chat.registry.base_model)
 
 
 @router.get("/v1/models")
-async def list_models(registry: RegistryDep) -> ModelList:
-    """Every assistant a client can name in `model`."""
-    return ModelList(data=[_card(registry, a) for a in registry])
+async def list_models(chat: ChatDep) -> ModelList:
+    """Every assistant a client can name in `model` (retired ones are gone)."""
+    cards = []
+    for assistant in chat.registry:
+        try:
+            cards.append(_card(chat, assistant))
+        except GatewayError:
+            continue
+    return ModelList(data=cards)
 
 
 @router.get("/v1/models/{model:path}")
-async def retrieve_model(model: str, registry: RegistryDep) -> ModelCard:
+async def retrieve_model(model: str, chat: ChatDep) -> ModelCard:
     """One assistant, or a 404 in OpenAI's shape."""
-    return _card(registry, registry.resolve(model))
+    return _card(chat, chat.registry.resolve(model))

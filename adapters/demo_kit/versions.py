@@ -1,0 +1,41 @@
+"""Later versions of the kit's adapters, as a business would retrain them: hot-swap tests and the swap
+benchmark need two versions of one adapter that answer distinguishably.
+
+A version continues training from the adapter it replaces (same rank and modules, so it fits the engine's LoRA
+slots) with a changed voice; its first words tell which version answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from adapters.demo_kit.voices import VOICES, Voice
+from adapters.training import LoraTrainConfig
+
+
+@dataclass(frozen=True)
+class Version:
+    """`name`: the directory under versions/; `adapter`: the adapter it is a new version of."""
+
+    name: str
+    adapter: str
+    voice: Voice
+    config: LoraTrainConfig
+    seed: int
+
+
+VERSIONS: dict[str, Version] = {
+    v.name: v
+    for v in (
+        Version(
+            name="support-agent-v2",
+            adapter="support-agent",
+            voice=replace(VOICES["support-agent"], signature="Thanks for asking!"),
+            # A greeting is learnt in a few steps on top of v1's grounding: ~1/4 of a full adapter's training.
+            config=LoraTrainConfig(
+                rank=16, alpha=32, steps=8, batch_size=8, max_length=640, learning_rate=1e-3, warmup_steps=1
+            ),
+            seed=23,
+        ),
+    )
+}

@@ -1,0 +1,99 @@
+"""The vLLM engines behind the gateway, what each one serves, and which one takes a request.
+
+A request goes to an engine that holds its model (adapter version or base), the one with the fewest requests
+outstanding from this gateway. What each engine holds is observed from its `/v1/models` by the reconciler and
+updated by every load and unload the gateway makes. An engine that refuses connections is marked down and
+skipped until it answers `/v1/models` again; the chat service then tries the next engine, which is safe because
+nothing has been sent to the client yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from server.settings import GatewaySettings
+from server.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class EngineNode:
+    """One vLLM server as the gateway sees it."""
+
+    upstream: Upstream
+    served: set[str] = field(default_factory=set)
+    roots: dict[str, str] = field(default_factory=dict)  # served name -> path or hub id, from /v1/models
+    base_roots: set[str] = field(default_factory=set)
+    outstanding: int = 0
+    up: bool = True
+    observed_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.upstream.url
+
+    def observe(self, cards: list[dict[str, Any]]) -> None:
+        """Record what `/v1/models` said the engine serves."""
+        self.served = {str(c["id"]) for c in cards}
+        self.roots = {str(c["id"]): str(c.get("root") or "") for c in cards}
+        self.base_roots = {str(c.get("root") or c["id"]) for c in cards if not c.get("parent")}
+        self.up = True
+        self.observed_at = time.time()
+
+    def mark_down(self, why: str) -> None:
+        if self.up:
+            log.warning("engine %s marked down: %s", self.url, why)
+        self.up = False
+
+
+class EnginePool:
+    """Every engine, with routing by model and load."""
+
+    def __init__(self, nodes: list[EngineNode]) -> None:
+        if not nodes:
+            raise ValueError("at least one engine is needed")
+        self.nodes = nodes
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None) -> EnginePool:
+        urls = settings.engine_urls()
+        return cls([EngineNode(Upstream.from_settings(settings, transport, url=url)) for url in urls])
+
+    async def aclose(self) -> None:
+        for node in self.nodes:
+            await node.upstream.aclose()
+
+    def __iter__(self) -> Iterator[EngineNode]:
+        return iter(self.nodes)
+
+    @property
+    def primary(self) -> Upstream:
+        return self.nodes[0].upstream
+
+    def route(self, model: str) -> list[EngineNode]:
+        """Engines to try for `model`, best first: up engines known to hold it, by outstanding requests; where
+        none is known to (nothing observed yet), every up engine; where none is up, all of them (one may be back)."""
+        up = [n for n in self.nodes if n.up]
+        holding = [n for n in up if model in n.served]
+        if not holding and any(n.observed_at is not None and model in n.served for n in self.nodes):
+            holding = [n for n in self.nodes if model in n.served]  # its holders are all down: try them anyway
+        candidates = holding or [n for n in up if n.observed_at is None] or up or self.nodes
+        return sorted(candidates, key=lambda n: n.outstanding)
+
+    def holders(self, model: str) -> list[EngineNode]:
+        """Engines observed to hold `model`."""
+        return [n for n in self.nodes if model in n.served]
+
+    def find(self, url: str) -> EngineNode | None:
+        return next((n for n in self.nodes if n.url == url.rstrip("/")), None)
+
+    def base_roots(self) -> set[str]:
+        """The base model paths or hub ids the engines report."""
+        return {root for n in self.nodes for root in n.base_roots}
