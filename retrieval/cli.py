@@ -158,8 +158,11 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-threads", type=int, help="torch CPU threads (LORAG_EMBEDDING_THREADS)")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `catalog ingest|search` and `bench retrieval` to the lorag command line."""
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    bench: argparse._SubParsersAction[argparse.ArgumentParser] | None = None,
+) -> None:
+    """Add `catalog ingest|search` and `bench retrieval` to the lorag command line (into `bench` when given)."""
     catalog = sub.add_parser("catalog", help="load and search the product catalog").add_subparsers(
         dest="catalog_command", required=True
     )
@@ -191,7 +194,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _store_args(search)
     search.set_defaults(func=_reporting_errors(_search))
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    if bench is None:
+        bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
     ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
     ret.add_argument("--wands", type=Path, help="a WANDS checkout's dataset/ directory (converted to BEIR)")
