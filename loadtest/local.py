@@ -77,7 +77,9 @@ def local_stack(scenario: Scenario, timing: StubTiming, log_dir: Path | None = N
         gateway = [python, "-m", "server.cli", "serve", "--host", HOST, "--port", str(ports["gateway"])]
         gateway += ["--upstream-url", direct_url, "--assistants", str(work / "assistants.yaml")]
         gateway += ["--qdrant-path", str(qdrant), "--no-access-log", "--log-level", "warning"]
-        if scenario.retrieval:  # the embedder runs only then; one thread leaves the CPU to the servers
-            os.environ.setdefault("LORAG_EMBEDDING_THREADS", "1")
-        pids["gateway"] = stack.enter_context(_process(gateway, logs / "gateway.log", f"{gateway_url}/ready"))
+        # Its adapter state file in the temporary directory, not the checkout; one embedding thread (retrieval on)
+        # leaves the CPU to the servers.
+        env = {"LORAG_EMBEDDING_THREADS": "1", **os.environ, "LORAG_STATE_FILE": str(work / "adapters.json")}
+        ready = f"{gateway_url}/ready"
+        pids["gateway"] = stack.enter_context(_process(gateway, logs / "gateway.log", ready, env=env))
         yield LocalStack(gateway_url, direct_url, pids)

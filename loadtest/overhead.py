@@ -81,10 +81,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _process(cmd: list[str], log: Path, ready_url: str, timeout: float = 300) -> Iterator[int]:
+def _process(
+    cmd: list[str], log: Path, ready_url: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> Iterator[int]:
     """Run a server process until the block ends; wait for `ready_url` to answer 200 first."""
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + timeout
         while True:
