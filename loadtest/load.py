@@ -179,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
             with local_stack(scenario, timing, args.out / "logs") as stack:
                 document = measure(args, scenario, _targets(args, scenario, stack.gateway_url, stack.direct_url, True))
         else:
+            if args.gateway_url and not scenario.retrieval:
+                print(
+                    "note: retrieval is as the gateway's manifest sets it; the scenario's applies with --spawn-stub",
+                    file=sys.stderr,
+                )
             document = measure(args, scenario, _targets(args, scenario, args.gateway_url, args.direct_url))
     except (ScenarioError, httpx.HTTPError) as exc:
         print(f"lorag: {exc}", file=sys.stderr)
