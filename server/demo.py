@@ -9,6 +9,7 @@ Once the gateway answers /ready, a curl and an OpenAI-SDK example are printed; b
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from adapters.demo_kit.kit import load_kit
 from retrieval.demo_catalog import demo_catalog
@@ -27,9 +29,16 @@ from server.settings import GatewaySettings
 ASSISTANTS = ["product-expert", "support-agent", "sales-assistant", "generic"]
 
 
-def examples(base_url: str) -> str:
-    """The two examples printed for the demo, about a product of the demo catalog."""
+def examples(base_url: str, admin_key: str = "", version: Path | None = None) -> str:
+    """The examples printed for the demo, about a product of the demo catalog."""
     question = f"How much is the {demo_catalog()[3].name}?"
+    swap = ""
+    if admin_key and version is not None:
+        swap = (
+            '\nHot-swap support-agent to its second version (answers then start "Thanks for asking!"), and back:\n'
+            f"LORAG_ADMIN_KEY={admin_key} .venv/bin/lorag adapters swap support-agent --path {version}\n"
+            f"LORAG_ADMIN_KEY={admin_key} .venv/bin/lorag adapters rollback support-agent\n"
+        )
     return f"""
 The gateway is ready: {base_url}/v1 (assistants: {", ".join(ASSISTANTS)}; metrics at {base_url}/metrics)
 
@@ -52,14 +61,14 @@ for chunk in client.chat.completions.create(model="sales-assistant", messages=qu
     print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
 print()
 EOF
-"""
+{swap}"""
 
 
-def _announce(server: uvicorn.Server, base_url: str) -> None:
+def _announce(server: uvicorn.Server, base_url: str, text: str) -> None:
     while not server.started and not server.should_exit:
         time.sleep(0.2)
     if server.started and httpx.get(f"{base_url}/ready", timeout=30).status_code == 200:
-        print(examples(base_url), flush=True)
+        print(text, flush=True)
     elif server.started:
         print(f"the gateway is up but not ready: curl {base_url}/ready", file=sys.stderr, flush=True)
 
@@ -75,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
 
     kit = load_kit(args.kit)
     settings = GatewaySettings(host=args.host, port=args.port, qdrant_path=args.qdrant_path)
+    # The demo turns the admin API on (a fresh key unless LORAG_ADMIN_KEY is set) with the kit as adapter root.
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else secrets.token_urlsafe(12)
+    settings = settings.model_copy(
+        update={
+            "admin_key": SecretStr(admin_key),
+            "adapter_roots": settings.adapter_roots or [args.kit],
+            "state_file": Path("build/adapters.json"),
+        }
+    )
     registry = Registry.from_file(settings.assistants)
     if registry.base_model != kit.name:
         print(
@@ -90,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"upstream_url": engine.url})
         base_url = f"http://{args.host}:{args.port}"
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
-        threading.Thread(target=_announce, args=(server, base_url), daemon=True).start()
+        text = examples(base_url, admin_key, kit.versions.get("support-agent-v2"))
+        threading.Thread(target=_announce, args=(server, base_url, text), daemon=True).start()
         server.run()  # until Ctrl-C; leaving the block then stops the engine
     return 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -14,6 +14,8 @@ class KitModel:
     name: str
     path: Path
     adapters: dict[str, Path]
+    # Later versions of the adapters (name -> directory), not served at start: hot-swap material.
+    versions: dict[str, Path] = field(default_factory=dict)
 
 
 def load_kit(kit_dir: Path, plumbing: bool = False) -> KitModel:
@@ -27,4 +29,5 @@ def load_kit(kit_dir: Path, plumbing: bool = False) -> KitModel:
         name=part["base"]["name"],
         path=kit_dir / part["base"]["path"],
         adapters={a["name"]: kit_dir / a["path"] for a in part["adapters"]},
+        versions={v["name"]: kit_dir / v["path"] for v in part.get("versions", [])},
     )
