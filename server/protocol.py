@@ -85,6 +85,7 @@ class ChatCompletionRequest(BaseModel):
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
     min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool | None = None
     stop_token_ids: list[int] | None = None
     # Accepted for compatibility, not forwarded.
     store: bool | None = None

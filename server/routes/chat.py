@@ -13,11 +13,13 @@ from server.streaming import EventStream
 router = APIRouter()
 
 
-def _timing(prepared: Prepared) -> dict[str, str]:
+def _headers(prepared: Prepared) -> dict[str, str]:
+    # Which adapter version answered: what an operator checks after a swap (and the swap benchmark times).
+    headers = {"x-lorag-served-model": prepared.served_name}
     # Server-Timing is the standard place for it, and lets a load test read retrieval's share per request.
-    if prepared.retrieval_seconds is None:
-        return {}
-    return {"server-timing": f"retrieval;dur={prepared.retrieval_seconds * 1000:.2f}"}
+    if prepared.retrieval_seconds is not None:
+        headers["server-timing"] = f"retrieval;dur={prepared.retrieval_seconds * 1000:.2f}"
+    return headers
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -29,5 +31,5 @@ async def chat_completions(
     if prepared.stream:
         relay = chat.stream(prepared)
         await anext(relay)  # opens vLLM's stream: errors until here are still plain HTTP errors
-        return EventStream(relay, headers=_timing(prepared))
-    return JSONResponse(await chat.complete(prepared), headers=_timing(prepared))
+        return EventStream(relay, headers=_headers(prepared))
+    return JSONResponse(await chat.complete(prepared), headers=_headers(prepared))

