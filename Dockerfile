@@ -41,6 +41,7 @@ COPY README.md ./
 COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
+COPY loadtest ./loadtest
 RUN pip install --no-cache-dir --no-deps . && rm -rf /app/build /app/*.egg-info
 # Listen on every interface of the container; keep mutable state (local-mode Qdrant, the adapters' desired state)
 # on /var/lib/lorag, the volume compose mounts there.
@@ -73,6 +74,7 @@ COPY README.md ./
 COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
+COPY loadtest ./loadtest
 RUN pip install --no-cache-dir --no-deps . && rm -rf /app/build /app/*.egg-info
 ENV VLLM_CPU_KVCACHE_SPACE=1 \
     VLLM_ALLOW_RUNTIME_LORA_UPDATING=True

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,15 @@ def test_the_dockerfile_bases_are_pinned_and_its_images_run_unprivileged() -> No
         assert any(line.startswith("HEALTHCHECK") for line in lines), f"{target} has no HEALTHCHECK"
     # The dependency layer: pyproject.toml is installed before any source is copied.
     assert dockerfile.index("COPY pyproject.toml") < dockerfile.index("COPY server")
+    # Every package of the distribution is in the build context and in both images (`lorag`'s parser imports
+    # server, retrieval and loadtest).
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    allowed = (ROOT / ".dockerignore").read_text().split()
+    for package in packages:
+        assert f"!{package}/" in allowed, f".dockerignore leaves {package}/ out of the build context"
+        for target in ("gateway", "cpu-engine"):
+            assert f"COPY {package} ./{package}" in stages[target], f"{target} lacks {package}"
 
 
 def test_the_engines_are_not_published(services: dict[str, dict[str, Any]]) -> None:
