@@ -81,6 +81,7 @@ def measure(args: argparse.Namespace, scenario: Scenario, targets: list[Target])
     levels = args.concurrency if args.mode == "closed" else args.rate
     count = args.requests or None
     rounds = args.rounds or (4 if len(targets) > 1 else 1)
+    load_at_start = os.getloadavg()
     results = []
     for level in levels:
         load = Load(args.mode, level, args.max_concurrency if args.mode == "open" else None)
@@ -97,7 +98,11 @@ def measure(args: argparse.Namespace, scenario: Scenario, targets: list[Target])
     load_avg = os.getloadavg()
     run_info = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "machine": _machine() | {"load_average_at_end": [round(x, 2) for x in load_avg]},
+        "machine": _machine()
+        | {
+            "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_at_end": [round(x, 2) for x in load_avg],
+        },
         "command": " ".join(sys.argv),
         "scenario": dataclasses.asdict(scenario) | {"base": str(scenario.base)},
         "targets": [dataclasses.asdict(t) | {"api_key": None} for t in targets],
@@ -154,7 +159,8 @@ def _header(document: dict[str, Any]) -> str:
     if run["duration_per_level"]:
         bound += f"{' or ' if bound else ''}{run['duration_per_level']:g} s"
     return (
-        f"{run['date']}, {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_end'][0]} at the end; "
+        f"{run['date']}, {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start'][0]} at the "
+        f"start, {m['load_average_at_end'][0]} at the end; "
         f"scenario {run['scenario']['name']}, {run['mode']} loop, {bound} per target per level "
         f"in {run['rounds']} block(s); SLOs TTFT <= {run['slo']['ttft_ms']:g} ms, TPOT <= {run['slo']['tpot_ms']:g} ms"
     )
