@@ -162,7 +162,8 @@ def _header(document: dict[str, Any]) -> str:
         f"{run['date']}, {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start'][0]} at the "
         f"start, {m['load_average_at_end'][0]} at the end; "
         f"scenario {run['scenario']['name']}, {run['mode']} loop, {bound} per target per level "
-        f"in {run['rounds']} block(s); SLOs TTFT <= {run['slo']['ttft_ms']:g} ms, TPOT <= {run['slo']['tpot_ms']:g} ms"
+        f"in up to {run['rounds']} alternating block(s); "
+        f"SLOs TTFT <= {run['slo']['ttft_ms']:g} ms, TPOT <= {run['slo']['tpot_ms']:g} ms"
     )
 
 

@@ -46,7 +46,7 @@ def level_result(
         summaries[name] = summary = summarize(m.records, m.busy, slo)
         # Per assistant over the same duration: their throughputs add up to the target's.
         assistants = {a: asdict(summarize(rs, m.busy, slo)) for a, rs in sorted(by_assistant(m.records).items())}
-        targets[name] = asdict(summary) | {"assistants": assistants}
+        targets[name] = asdict(summary) | {"blocks": m.blocks, "assistants": assistants}
         if price_per_hour is not None:
             targets[name]["cost"] = cost(summary, price_per_hour, traffic_per_day)
     result: Result = {"load": asdict(load) | {"label": load.label}, "targets": targets}

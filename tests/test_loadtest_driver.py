@@ -102,15 +102,17 @@ def test_compare_interleaves_and_prints_ratios(
     _, url = stub
     out = tmp_path / "compare"
     argv = ["--gateway-url", url, "--direct-url", url, "--scenario-file", str(scenario_file), "--rounds", "2"]
-    argv += ["--concurrency", "2,4", "--requests", "10", "--out", str(out), "--direct-model-map", "helper=helper"]
+    argv += ["--concurrency", "1,2,8", "--requests", "16", "--out", str(out), "--direct-model-map", "helper=helper"]
     assert main(argv) == 0
     levels = _results(out)["levels"]
     for level in levels:
-        _check(level["targets"]["gateway"], 10)
-        _check(level["targets"]["direct"], 10)
+        _check(level["targets"]["gateway"], 16)
+        _check(level["targets"]["direct"], 16)
         assert level["ratios"]["ttft_p50"] > 0 and level["ratios"]["request_throughput"] > 0
+    # Two alternating blocks each, except at c=8: 16 requests are two waves, too few to split.
+    assert [level["targets"]["direct"]["blocks"] for level in levels] == [2, 2, 1]
     printed = capsys.readouterr()
-    assert "Gateway / direct" in printed.out and "| c=4 | gateway | 10 | 0 |" in printed.out
+    assert "Gateway / direct" in printed.out and "| c=2 | gateway | 16 | 0 |" in printed.out
     assert "c=2" in printed.err  # the progress bar
 
 
