@@ -174,9 +174,12 @@ async def block(
 
 
 def client_for(target: Target, load: Load, timeout: float) -> httpx.AsyncClient:
-    """A connection pool sized for the load level (no idle connection closed between blocks)."""
+    """A connection pool sized for the load level."""
     connections = load.connections
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=60)
+    # uvicorn (the gateway's server and vLLM's) closes a connection idle for 5 s. Reusing one just as it does fails
+    # the request (a ReadError), which happens when a target waits out the other's block; closing our side at 4 s
+    # costs a new connection instead.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=4.0)
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=min(timeout, 10)))
 
 
