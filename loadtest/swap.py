@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args.gateway = args.gateway.rstrip("/")
     result = asyncio.run(bench(args))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(markdown(result))
     return 1 if result["failed"] else 0
 

@@ -27,6 +27,7 @@ from server.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamE
 
 log = logging.getLogger(__name__)
 
+MAX_HISTORY = 20  # earlier active versions kept for rollback
 WARM_PROMPT = "Warm-up request of a new adapter version: " + "ready? " * 24
 
 
@@ -232,7 +233,7 @@ class AdapterService:
         # The switch: from here on every new request resolves to the new served name.
         was_retired = record.retired
         if history and not was_retired:
-            record.history.append(record.active)
+            record.history = [*record.history, record.active][-MAX_HISTORY:]
         record.active, record.retired = target.version, False
         self._save()
         report = SwapReport(
