@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,14 @@ from starlette.types import ASGIApp
 
 from loadtest.driver import Load, Target, block
 from loadtest.load import direct_models, main
-from loadtest.scenario import AssistantShare, ScenarioError, load_scenario, requests
+from loadtest.scenario import (
+    AssistantShare,
+    ScenarioError,
+    conversations,
+    load_scenario,
+    load_scenarios,
+    requests,
+)
 from loadtest.stub_upstream import Stub, StubConfig
 
 TOKENS = 4
@@ -167,3 +176,26 @@ def test_direct_names_from_the_gateway_models(stub: tuple[Stub, str], scenario_f
     assert direct_models(bare, None, url) == {"expert": "expert", "helper": "helper"}
     with pytest.raises(ScenarioError, match="expert"):
         direct_models(bare, None, None)
+
+
+def test_scenarios(scenario_file: Path, tmp_path: Path) -> None:
+    demo = load_scenarios()
+    assert list(demo) == ["demo-skewed", "demo-uniform", "demo-no-retrieval", "demo-fixed-length", "demo-unstreamed"]
+    assert demo["demo-fixed-length"].extra == {"min_tokens": 64} and not demo["demo-unstreamed"].stream
+    skewed = load_scenario(scenario_file)
+    first = [(s.assistant, s.messages) for s in islice(requests(skewed), 400)]
+    assert first == [(s.assistant, s.messages) for s in islice(requests(skewed), 400)]  # reproducible
+    counts = Counter(a for a, _ in first)
+    assert 2.2 < counts["expert"] / counts["helper"] < 4  # weights 3:1
+    uniform = Counter(s.assistant for s in islice(requests(load_scenario(scenario_file, "whole")), 400))
+    assert 0.75 < uniform["expert"] / uniform["helper"] < 1.33
+    prompts = conversations(skewed)
+    assert len(prompts) == 40 + 13 and sum(len(p) == 3 for p in prompts) == 13  # 25 % three-turn follow-ups
+    spec = next(requests(load_scenario(scenario_file, "whole")))
+    assert spec.body("m") == {"model": "m", "messages": spec.messages, "max_tokens": 4}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults: {assistants: [a], colour: red}\n")
+    with pytest.raises(ScenarioError, match="unknown keys"):
+        load_scenarios(bad)
+    with pytest.raises(ScenarioError, match="no scenario"):
+        load_scenario(scenario_file, "missing")
