@@ -26,14 +26,18 @@ def _demo_kit_build(args: argparse.Namespace) -> int:
 def _demo_kit_eval(args: argparse.Namespace) -> int:
     from adapters.demo_kit.evaluate import evaluate, table
     from adapters.demo_kit.kit import load_kit
-    from server.engine import Engine
+    from server.engine import AdapterSpec, Engine
 
     kit = load_kit(args.kit)
     models = [kit.name, *kit.adapters]
     if args.engine_url:
         scores = asyncio.run(evaluate(args.engine_url, models, count=args.count, concurrency=args.concurrency))
     else:
-        with Engine(_kit_spec(args.kit, port=args.port)) as engine:
+        spec = _kit_spec(args.kit, port=args.port)
+        # Later versions are scored too: a new version must keep what the one it replaces knew.
+        spec.adapters += [AdapterSpec(name, path) for name, path in kit.versions.items()]
+        models += list(kit.versions)
+        with Engine(spec) as engine:
             print(f"engine ready at {engine.url} in {engine.ready_seconds:.0f} s", file=sys.stderr)
             scores = asyncio.run(evaluate(engine.url, models, count=args.count, concurrency=args.concurrency))
     print(table(scores))

@@ -182,7 +182,10 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(GatewayError("internal error in the gateway"))
+    # Starlette answers unhandled errors outside every middleware, so the request id is added here.
+    request_id = getattr(request.state, "request_id", None)
+    headers = {"x-request-id": request_id} if isinstance(request_id, str) else None
+    return error_response(GatewayError("internal error in the gateway"), headers=headers)
 
 
 def install_handlers(app: FastAPI) -> None:

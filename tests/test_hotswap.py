@@ -359,3 +359,25 @@ def test_a_stopped_engine_moves_its_traffic_without_failed_requests(
             assert [a.status_code for a in answers] == [200] * 6
             ready = admin.get("/ready").json()
             assert ready["status"] == "ready"  # engine two still serves every assistant
+
+
+def test_an_unexpected_error_is_a_500_in_openai_shape_with_the_request_id(
+    serve_app: Serve, tmp_path: Path, engine: tuple[FakeEngine, str], roots: Path
+) -> None:
+    manifest = tmp_path / "assistants.yaml"
+    manifest.write_text(MANIFEST)
+    app = create_app(GatewaySettings(_env_file=None, assistants=manifest, upstream_url=engine[1]))  # type: ignore[call-arg]
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with serve_app(app) as url:
+        response = httpx.get(f"{url}/boom", headers={"x-request-id": "trace-42"})
+    assert response.status_code == 500 and response.headers["x-request-id"] == "trace-42"
+    assert response.json()["error"] == {
+        "message": "internal error in the gateway",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
