@@ -91,6 +91,9 @@ class Stub:
             usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._stream(model, tokens, usage), media_type="text/event-stream")
         await asyncio.sleep(config.ttft + (len(tokens) / config.tokens_per_s if config.tokens_per_s else 0))
+        if config.ttft and await request.is_disconnected():
+            self.cancelled += 1  # the client closed the connection while the "model" worked
+            return Response(status_code=499)
         self.completed += 1
         return JSONResponse(
             {

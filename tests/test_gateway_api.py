@@ -245,6 +245,19 @@ def test_an_upstream_error_event_is_normalised(client: httpx.Client, fresh_stub:
     assert events[-1] == "[DONE]"
 
 
+def test_a_client_leaving_a_non_streamed_request_cancels_it_upstream(client: httpx.Client, fresh_stub: Stub) -> None:
+    fresh_stub.config.ttft = 1.5
+    before, completed = fresh_stub.cancelled, fresh_stub.completed
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/chat/completions", json=_ask("Any kettles?"), timeout=0.4)
+    deadline = time.monotonic() + 5
+    while fresh_stub.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fresh_stub.cancelled == before + 1 and fresh_stub.completed == completed
+    fresh_stub.config.ttft = 0.0
+    assert client.post("/v1/chat/completions", json=_ask("Any kettles?")).status_code == 200
+
+
 def test_a_client_disconnect_cancels_the_upstream_stream(client: httpx.Client, fresh_stub: Stub) -> None:
     fresh_stub.config.tokens, fresh_stub.config.tokens_per_s = 200, 20.0
     before = fresh_stub.cancelled

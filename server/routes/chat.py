@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from server.chat import Prepared
+from server.chat import ChatService, Prepared
 from server.deps import ChatDep, RequestIdDep, StartedDep
+from server.errors import GatewayError
 from server.protocol import ChatCompletionRequest
 from server.streaming import EventStream
 
 router = APIRouter()
+
+# nginx's code for "the client closed the request": nobody reads it, but logs and metrics do.
+CLIENT_GONE = 499
 
 
 def _headers(prepared: Prepared) -> dict[str, str]:
@@ -22,9 +29,39 @@ def _headers(prepared: Prepared) -> dict[str, str]:
     return headers
 
 
+async def _complete_unless_gone(request: Request, chat: ChatService, prepared: Prepared) -> dict[str, Any] | None:
+    """The whole answer, or None when the client left first: then the request to vLLM is cancelled (its
+    connection closed), so the engine stops generating for nobody. Streams get the same from the relay."""
+    answer: dict[str, Any] | None = None
+    error: GatewayError | None = None
+    async with anyio.create_task_group() as group:
+
+        async def complete() -> None:
+            nonlocal answer, error
+            try:
+                answer = await chat.complete(prepared)
+            except GatewayError as exc:
+                error = exc  # raised below: a task group would wrap it in an exception group
+            finally:
+                group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            # The body has been read, so the next message is the disconnect (or nothing until we answer).
+            while (await request.receive())["type"] != "http.disconnect":
+                continue
+            chat.metrics.disconnects.labels(prepared.assistant.name).inc()
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        group.start_soon(complete)
+    if error is not None:
+        raise error
+    return answer
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, chat: ChatDep, request_id: RequestIdDep, started: StartedDep
+    body: ChatCompletionRequest, request: Request, chat: ChatDep, request_id: RequestIdDep, started: StartedDep
 ) -> Response:
     """A chat completion from the assistant named in `model`, grounded on catalog facts."""
     prepared = await chat.prepare(body, request_id, started)
@@ -32,4 +69,7 @@ async def chat_completions(
         relay = chat.stream(prepared)
         await anext(relay)  # opens vLLM's stream: errors until here are still plain HTTP errors
         return EventStream(relay, headers=_headers(prepared))
-    return JSONResponse(await chat.complete(prepared), headers=_headers(prepared))
+    answer = await _complete_unless_gone(request, chat, prepared)
+    if answer is None:
+        return Response(status_code=CLIENT_GONE)
+    return JSONResponse(answer, headers=_headers(prepared))
