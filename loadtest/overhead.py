@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from itertools import cycle
 from pathlib import Path
 
+from loadtest import metrics
 from loadtest.http1 import Answer, Connection
 
 HOST = "127.0.0.1"
@@ -64,14 +65,8 @@ class Samples:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between closest ranks."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The q-th percentile (0-100); NaN for no values (a case with no successful request still prints)."""
+    return metrics.percentile(values, q) if values else float("nan")
 
 
 def _free_port() -> int:

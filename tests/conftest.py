@@ -9,13 +9,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
+import yaml
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel, load_kit
 from server.engine import Engine, kit_spec
+from server.settings import DEFAULT_MANIFEST, GatewaySettings
 
 KIT_DIR = Path(os.environ.get("LORAG_KIT", "build/demo-kit"))
 
@@ -67,3 +70,35 @@ def _serve_in_thread(app: ASGIApp, timeout: float = 120) -> Iterator[str]:
 def serve_app() -> Callable[[ASGIApp], AbstractContextManager[str]]:
     """A context manager serving an ASGI app on a free local port over real sockets, for streaming tests."""
     return _serve_in_thread
+
+
+def demo_gateway_settings(kit: KitModel, engine_url: str, work: Path, **overrides: Any) -> GatewaySettings:
+    """Settings of a gateway over a real engine serving the kit: the default manifest (its base model renamed to
+    the kit's) and the whole demo catalog ingested into a local Qdrant under `work`."""
+    from qdrant_client import QdrantClient
+
+    from retrieval.demo_catalog import demo_catalog
+    from retrieval.embedder import Embedder
+    from retrieval.ingest import ingest
+    from retrieval.loaders import Row
+    from retrieval.store import CatalogStore
+
+    manifest = yaml.safe_load(DEFAULT_MANIFEST.read_text())
+    manifest["base_model"] = kit.name
+    (work / "assistants.yaml").write_text(yaml.safe_dump(manifest))
+    catalog = demo_catalog()
+    client = QdrantClient(path=str(work / "qdrant"))
+    try:
+        rows = (Row(i + 1, p) for i, p in enumerate(catalog))
+        assert ingest(rows, CatalogStore(client), Embedder(threads=1), progress=False).added == len(catalog)
+    finally:
+        client.close()
+    options: dict[str, Any] = {
+        "upstream_url": engine_url,
+        "assistants": work / "assistants.yaml",
+        "qdrant_url": None,
+        "qdrant_path": work / "qdrant",
+        "embedding_threads": 1,
+        **overrides,
+    }
+    return GatewaySettings(_env_file=None, **options)  # type: ignore[call-arg]

@@ -12,22 +12,16 @@ from contextlib import AbstractContextManager
 import httpx
 import openai
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from qdrant_client import QdrantClient
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
 from retrieval.demo_catalog import demo_catalog
-from retrieval.embedder import Embedder
 from retrieval.facts import format_price, format_stock
-from retrieval.ingest import ingest
-from retrieval.loaders import Row
-from retrieval.store import CatalogStore
 from server.app import create_app
 from server.engine import Engine
-from server.settings import DEFAULT_MANIFEST, GatewaySettings
+from tests.conftest import demo_gateway_settings
 
 pytestmark = pytest.mark.engine
 
@@ -42,24 +36,7 @@ GENERATED = "vllm:generation_tokens_total"
 @pytest.fixture(scope="module")
 def gateway(engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The gateway over the engine, with the default manifest (its base model renamed to the kit's)."""
-    work = tmp_path_factory.mktemp("gateway")
-    manifest = yaml.safe_load(DEFAULT_MANIFEST.read_text())
-    manifest["base_model"] = kit.name
-    (work / "assistants.yaml").write_text(yaml.safe_dump(manifest))
-    client = QdrantClient(path=str(work / "qdrant"))
-    try:
-        rows = (Row(i + 1, p) for i, p in enumerate(CATALOG))
-        assert ingest(rows, CatalogStore(client), Embedder(threads=1), progress=False).added == len(CATALOG)
-    finally:
-        client.close()
-    settings = GatewaySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        upstream_url=engine.url,
-        assistants=work / "assistants.yaml",
-        qdrant_url=None,
-        qdrant_path=work / "qdrant",
-        embedding_threads=1,
-    )
+    settings = demo_gateway_settings(kit, engine.url, tmp_path_factory.mktemp("gateway"))
     with serve_app(create_app(settings)) as url:
         yield url
 

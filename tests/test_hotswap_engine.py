@@ -17,21 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-from qdrant_client import QdrantClient
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.versions import VERSIONS
 from adapters.demo_kit.voices import VOICES
 from retrieval.demo_catalog import demo_catalog
-from retrieval.embedder import Embedder
-from retrieval.ingest import ingest
-from retrieval.loaders import Row
-from retrieval.store import CatalogStore
 from server.app import create_app
 from server.engine import Engine
-from server.settings import DEFAULT_MANIFEST, GatewaySettings
+from tests.conftest import demo_gateway_settings
 
 pytestmark = pytest.mark.engine
 
@@ -47,22 +41,10 @@ LOAD_MODELS = ["support-agent", "support-agent", "product-expert", "sales-assist
 @pytest.fixture(scope="module")
 def gateway(engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("swap")
-    manifest = yaml.safe_load(DEFAULT_MANIFEST.read_text())
-    manifest["base_model"] = kit.name
-    (work / "assistants.yaml").write_text(yaml.safe_dump(manifest))
-    client = QdrantClient(path=str(work / "qdrant"))
-    try:
-        rows = (Row(i + 1, p) for i, p in enumerate(CATALOG))
-        ingest(rows, CatalogStore(client), Embedder(threads=1), progress=False)
-    finally:
-        client.close()
-    settings = GatewaySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        upstream_url=engine.url,
-        assistants=work / "assistants.yaml",
-        qdrant_url=None,
-        qdrant_path=work / "qdrant",
-        embedding_threads=1,
+    settings = demo_gateway_settings(
+        kit,
+        engine.url,
+        work,
         admin_key=KEY,
         adapter_roots=[kit.path.parent],
         state_file=work / "adapters.json",
