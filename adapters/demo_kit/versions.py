@@ -33,7 +33,7 @@ VERSIONS: dict[str, Version] = {
             voice=replace(VOICES["support-agent"], signature="Thanks for asking!"),
             # A greeting is learnt in a few steps on top of v1's grounding: ~1/4 of a full adapter's training.
             config=LoraTrainConfig(
-                rank=16, alpha=32, steps=8, batch_size=8, max_length=640, learning_rate=1e-3, warmup_steps=1
+                rank=16, alpha=32, steps=16, batch_size=8, max_length=640, learning_rate=1e-3, warmup_steps=2
             ),
             seed=23,
         ),
