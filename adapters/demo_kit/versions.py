@@ -31,7 +31,7 @@ VERSIONS: dict[str, Version] = {
             name="support-agent-v2",
             adapter="support-agent",
             voice=replace(VOICES["support-agent"], signature="Thanks for asking!"),
-            # A greeting is learnt in a few steps on top of v1's grounding: ~1/4 of a full adapter's training.
+            # 16 steps on top of v1 (8 tipped it into refusing listed products; BENCHMARKS.md): ~2/3 of a full training.
             config=LoraTrainConfig(
                 rank=16, alpha=32, steps=16, batch_size=8, max_length=640, learning_rate=1e-3, warmup_steps=2
             ),
