@@ -36,8 +36,9 @@ def examples(base_url: str, admin_key: str = "", version: Path | None = None) ->
     if admin_key and version is not None:
         swap = (
             '\nHot-swap support-agent to its second version (answers then start "Thanks for asking!"), and back:\n'
-            f"LORAG_ADMIN_KEY={admin_key} .venv/bin/lorag adapters swap support-agent --path {version} --url {base_url}\n"
-            f"LORAG_ADMIN_KEY={admin_key} .venv/bin/lorag adapters rollback support-agent --url {base_url}\n"
+            f"export LORAG_ADMIN_KEY={admin_key} LORAG_GATEWAY_URL={base_url}\n"
+            f".venv/bin/lorag adapters swap support-agent --path {version}\n"
+            ".venv/bin/lorag adapters rollback support-agent\n"
         )
     return f"""
 The gateway is ready: {base_url}/v1 (assistants: {", ".join(ASSISTANTS)}; metrics at {base_url}/metrics)
