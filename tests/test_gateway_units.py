@@ -417,3 +417,22 @@ def test_transport_failures_are_translated_at_the_boundary() -> None:
 
     with pytest.raises(UpstreamUnavailable):
         asyncio.run(_upstream(handler).chat({"model": "m"}, "rid"))
+
+
+@pytest.mark.asyncio
+async def test_the_upstream_pool_is_sharded_and_used_in_turn() -> None:
+    from server.upstream import ShardedTransport
+
+    sized = ShardedTransport.sized(256)
+    assert len(sized.shards) == 8
+    assert ShardedTransport.sized(10).shards[0]._pool._max_connections == 10  # one shard below 16 connections
+    await sized.aclose()
+    seen: list[int] = []
+    shards = [
+        httpx.MockTransport(lambda request, i=i: (seen.append(i), httpx.Response(200))[1])  # type: ignore[misc]
+        for i in range(3)
+    ]
+    transport = ShardedTransport(shards)  # type: ignore[arg-type]
+    for _ in range(7):
+        await transport.handle_async_request(httpx.Request("GET", "http://vllm/"))
+    assert seen == [0, 1, 2, 0, 1, 2, 0]
