@@ -144,9 +144,9 @@ class ChatService:
                 node.outstanding -= 1
                 if not _retryable(exc):
                     raise
-                if isinstance(exc, UpstreamUnavailable) and exc.code == "upstream_unavailable":
+                if exc.code == "upstream_unavailable":  # refused the connection: down until it answers again
                     node.mark_down(exc.message)
-                else:
+                elif exc.code == "upstream_model_not_found":  # lost the adapter: the reconciler reloads it
                     node.served.discard(prepared.served_name)
                 error = exc
         assert error is not None

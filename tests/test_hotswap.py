@@ -151,6 +151,8 @@ class FakeEngine:
     def __init__(self, adapters: dict[str, str]) -> None:
         self.adapters = dict(adapters)
         self.calls: list[str] = []
+        self.overloaded = False
+        self.answered = 0
         self.app = Starlette(
             routes=[
                 Route("/v1/models", self.models),
@@ -183,6 +185,9 @@ class FakeEngine:
 
     async def complete(self, request: Request) -> JSONResponse:
         model = (await request.json())["model"]
+        if self.overloaded:
+            return JSONResponse({"error": {"message": "too many requests"}}, status_code=503)
+        self.answered += 1
         if model != BASE and model not in self.adapters:
             return JSONResponse({"error": {"message": f"model {model} not found"}}, status_code=404)
         message = {"role": "assistant", "content": f"answered by {model}"}
@@ -381,3 +386,17 @@ def test_an_unexpected_error_is_a_500_in_openai_shape_with_the_request_id(
         "param": None,
         "code": "internal_error",
     }
+
+
+def test_an_overloaded_engine_passes_requests_on_and_keeps_its_adapters(
+    serve_app: Serve, tmp_path: Path, roots: Path
+) -> None:
+    one, two = FakeEngine({"helper": str(roots / "helper-v1")}), FakeEngine({"helper": str(roots / "helper-v1")})
+    with serve_app(one.app) as url_one, serve_app(two.app) as url_two:
+        with _gateway(serve_app, tmp_path, [url_one, url_two], roots) as url, _admin(url) as admin:
+            one.overloaded = True
+            assert [_ask(admin).status_code for _ in range(4)] == [200] * 4
+            assert one.answered == 0 and two.answered == 4
+            one.overloaded = False
+            assert [_ask(admin).status_code for _ in range(4)] == [200] * 4
+            assert one.answered > 0  # still known to hold helper, and not marked down
