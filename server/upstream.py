@@ -64,7 +64,9 @@ def from_transport(exc: httpx.RequestError) -> GatewayError:
     """The gateway error for a failure to talk to vLLM (the message names the kind, not internal addresses)."""
     kind = next(TRANSPORT_ERRORS[c] for c in type(exc).__mro__ if c in TRANSPORT_ERRORS)
     log.warning("upstream %s: %r", type(exc).__name__, exc)
-    return kind(f"{_TRANSPORT_MESSAGES[kind]} ({type(exc).__name__})")
+    # A full pool is the gateway's own limit, not the engine refusing: routing must not take the engine for down.
+    code = "upstream_pool_full" if isinstance(exc, httpx.PoolTimeout) else None
+    return kind(f"{_TRANSPORT_MESSAGES[kind]} ({type(exc).__name__})", code=code)
 
 
 def upstream_message(body: bytes) -> tuple[str, str | None]:
