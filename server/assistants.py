@@ -147,10 +147,6 @@ class Registry:
         """The model name to send vLLM: the adapter's, or the base model's."""
         return assistant.adapter or self.base_model
 
-    def served_names(self) -> set[str]:
-        """Every model vLLM must serve for these assistants."""
-        return {self.served_name(a) for a in self}
-
     @property
     def needs_retrieval(self) -> bool:
         """Whether any assistant retrieves (otherwise Qdrant and the embedder are not opened)."""

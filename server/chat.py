@@ -126,10 +126,8 @@ class ChatService:
 
     def served_name(self, assistant: Assistant) -> str:
         """The model vLLM serves this assistant under now: its adapter's active version, or the base model."""
-        if assistant.adapter is None:
-            return self.registry.base_model
-        if self.adapters is None:
-            return assistant.adapter
+        if assistant.adapter is None or self.adapters is None:
+            return self.registry.served_name(assistant)
         return self.adapters.served_for(assistant.adapter)
 
     async def _send(self, prepared: Prepared) -> tuple[httpx.Response, EngineNode]:

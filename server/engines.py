@@ -47,6 +47,18 @@ class EngineNode:
         self.up = True
         self.observed_at = time.time()
 
+    async def load(self, name: str, path: str) -> None:
+        """Load an adapter under `name` and record that this engine holds it (errors: GatewayError)."""
+        await self.upstream.load_lora(name, path)
+        self.served.add(name)
+        self.roots[name] = path
+
+    async def unload(self, name: str) -> None:
+        """Unload `name` and record that this engine no longer holds it (errors: GatewayError)."""
+        await self.upstream.unload_lora(name)
+        self.served.discard(name)
+        self.roots.pop(name, None)
+
     def mark_down(self, why: str) -> None:
         if self.up:
             log.warning("engine %s marked down: %s", self.url, why)

@@ -162,10 +162,8 @@ class AdapterService:
                 if version.served_name in node.served:
                     continue
                 began = time.perf_counter()
-                await node.upstream.load_lora(version.served_name, version.path)
+                await node.load(version.served_name, version.path)
                 self.load_seconds[version.served_name] = time.perf_counter() - began
-                node.served.add(version.served_name)
-                node.roots[version.served_name] = version.path
                 done.append(node)
         except GatewayError:
             for node in done:
@@ -285,17 +283,9 @@ class AdapterService:
 
     async def _unload(self, node: EngineNode, name: str) -> None:
         try:
-            await node.upstream.unload_lora(name)
+            await node.unload(name)
         except GatewayError as exc:
             log.warning("unloading %s from %s failed: %s", name, node.url, exc.message)
-            return
-        node.served.discard(name)
-        node.roots.pop(name, None)
-
-    async def wait_drained(self) -> None:
-        """Wait for pending drains (tests and shutdown)."""
-        while self._drains:
-            await asyncio.gather(*list(self._drains), return_exceptions=True)
 
     async def aclose(self) -> None:
         for task in list(self._drains):

@@ -96,12 +96,10 @@ class Reconciler:
                 report.problems.append(f"{active.served_name} missing on {node.url} and its path is unknown")
                 continue
             try:
-                await node.upstream.load_lora(active.served_name, active.path)
+                await node.load(active.served_name, active.path)
             except GatewayError as exc:
                 report.problems.append(f"loading {active.served_name} on {node.url}: {exc.message}")
                 continue
-            node.served.add(active.served_name)
-            node.roots[active.served_name] = active.path
             report.loaded.append(f"{active.served_name} on {node.url}")
             log.info("reconciler restored %s on %s", active.served_name, node.url)
 
@@ -122,9 +120,8 @@ class Reconciler:
 
     async def _unload(self, node: EngineNode, name: str, report: ReconcileReport) -> None:
         try:
-            await node.upstream.unload_lora(name)
+            await node.unload(name)
         except GatewayError as exc:
             report.problems.append(f"unloading {name} on {node.url}: {exc.message}")
             return
-        node.served.discard(name)
         report.unloaded.append(f"{name} on {node.url}")
