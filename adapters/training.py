@@ -33,6 +33,11 @@ class LoraTrainConfig(BaseModel):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_PROJECTIONS))
+    layers: list[int] | None = Field(
+        default=None,
+        description="Decoder layers that get LoRA (None: all). Backward stops at the lowest one, so upper "
+        "layers only make a step cheaper.",
+    )
     learning_rate: float = Field(default=2e-3, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
@@ -145,8 +150,9 @@ def train_lora(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).to(device)
     if init_adapter is not None:
         peft_model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
@@ -157,6 +163,7 @@ def train_lora(
                 lora_alpha=cfg.alpha,
                 lora_dropout=cfg.dropout,
                 target_modules=cfg.target_modules,
+                layers_to_transform=cfg.layers,
                 task_type="CAUSAL_LM",
             ),
         )
@@ -181,12 +188,13 @@ def train_lora(
             ids[row, :n] = torch.tensor(ex.input_ids)
             labels[row, :n] = torch.tensor(ex.labels)
             mask[row, :n] = 1
-        # Predict token t+1 from position t; keep only positions whose next token is supervised.
-        targets = labels[:, 1:]
-        keep = targets != IGNORE
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        # Predict token t+1 from position t; keep only positions whose next token is supervised.
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
             hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
             logits = causal_lm.lm_head(hidden[:, :-1][keep])
         loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
@@ -222,9 +230,10 @@ def train_lora(
 
 
 def _bf16_ok(torch: Any) -> bool:
-    """bfloat16 autocast pays off on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it is slower."""
+    """bfloat16 autocast pays off on GPUs with bf16 and CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it
+    is slower."""
     if torch.cuda.is_available():
-        return False  # the CUDA path would use torch.autocast("cuda"); the demo kit trains on CPU
+        return bool(torch.cuda.is_bf16_supported())
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
