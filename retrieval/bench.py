@@ -275,7 +275,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "model": embedder.name,
         "fusion": settings.fusion,
-        "store": args.store,
+        "store": settings.store,
     }
     catalog = demo_catalog()
     queries = labelled_queries(catalog, seed=args.query_seed)
@@ -290,7 +290,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.wands:
             sets.append(wands_to_beir(args.wands, root / "wands"))
         for i, path in enumerate(sets):
-            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}", args.store)
+            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}", settings.store)
             print(quality_table(result, args.bootstrap), end="\n\n")
             table = unknown_table(result["unknown"], settings.unknown_min_similarity)
             if table:
@@ -300,7 +300,7 @@ def run_bench(args: argparse.Namespace) -> int:
             texts = [q.text for q in queries]
             for size in (int(s) for s in args.sizes.split(",")):
                 products = catalog if size <= len(catalog) else synthetic_catalog(size)
-                store, close, report = _open_store(products[:size], embedder, root / f"load-{size}", args.store)
+                store, close, report = _open_store(products[:size], embedder, root / f"load-{size}", settings.store)
                 try:
                     row: dict[str, Any] = {
                         "products": size,

@@ -17,7 +17,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from retrieval.settings import RetrievalSettings
 
     overrides: dict[str, Any] = {}
-    for name in ("qdrant_path", "qdrant_url", "collection", "embedding_model", "fusion", "embedding_threads"):
+    for name in ("qdrant_path", "qdrant_url", "store", "collection", "embedding_model", "fusion", "embedding_threads"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -33,7 +33,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from retrieval.embedder import Embedder
     from retrieval.ingest import ingest
     from retrieval.loaders import PRESETS, load_mapping, read_catalog
-    from retrieval.store import CatalogStore, build_client
+    from retrieval.store import open_store
 
     settings = _settings(args)
     mapping = PRESETS[args.preset] if args.preset else load_mapping(args.mapping) if args.mapping else None
@@ -41,11 +41,11 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"no such file: {args.path}", file=sys.stderr)
         return 2
     embedder = Embedder.from_settings(settings)
-    client = build_client(settings)
+    store, close = open_store(settings)
     try:
         report = ingest(
             read_catalog(args.path, mapping),
-            CatalogStore(client, settings.collection),
+            store,
             embedder,
             prune=args.prune,
             tenant=args.tenant,
@@ -55,7 +55,7 @@ def _ingest(args: argparse.Namespace) -> int:
             total=_count_lines(args.path),
         )
     finally:
-        client.close()
+        close()
     for error in report.errors[:MAX_ERRORS_SHOWN]:
         print(f"{args.path}:{error}", file=sys.stderr)
     if report.rejected > MAX_ERRORS_SHOWN:
@@ -69,7 +69,7 @@ def _search(args: argparse.Namespace) -> int:
     from retrieval.facts import format_price, format_stock, render_facts
     from retrieval.filters import SearchFilters
     from retrieval.retriever import Retriever
-    from retrieval.store import build_client
+    from retrieval.store import open_store
 
     settings = _settings(args)
     filters = SearchFilters(
@@ -80,9 +80,9 @@ def _search(args: argparse.Namespace) -> int:
         tenant=args.tenant,
     )
     embedder = Embedder.from_settings(settings)
-    client = build_client(settings)
+    store, close = open_store(settings)
     try:
-        retriever = Retriever.from_settings(settings, client, embedder)
+        retriever = Retriever.from_settings(settings, store, embedder)
         if not retriever.store.exists():
             print(
                 f"no catalog in collection {settings.collection!r}: run `lorag catalog ingest` first", file=sys.stderr
@@ -90,7 +90,7 @@ def _search(args: argparse.Namespace) -> int:
             return 2
         result = retriever.retrieve(args.query, top_k=args.top_k, filters=filters)
     finally:
-        client.close()
+        close()
     if args.json:
         print(
             json.dumps(
@@ -128,6 +128,14 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from retrieval.embedder import distill_static
+
+    out = distill_static(args.out, source=args.source, dims=args.dims)
+    print(f"static embedding model written to {out}; use it with LORAG_EMBEDDING_MODEL={out}")
+    return 0
+
+
 def _reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Store and model failures become one line on stderr and exit status 2, not a traceback."""
 
@@ -153,6 +161,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qdrant-path", type=Path, help="local-mode store directory (LORAG_QDRANT_PATH)")
     parser.add_argument("--qdrant-url", help="Qdrant server URL (LORAG_QDRANT_URL)")
+    parser.add_argument("--store", choices=["qdrant", "edge"], help="embedded store (LORAG_STORE)")
     parser.add_argument("--collection", help="collection name (LORAG_COLLECTION)")
     parser.add_argument("--embedding-model", help="model name or directory (LORAG_EMBEDDING_MODEL)")
     parser.add_argument("--embedding-threads", type=int, help="torch CPU threads (LORAG_EMBEDDING_THREADS)")
@@ -194,6 +203,14 @@ def register(
     _store_args(search)
     search.set_defaults(func=_reporting_errors(_search))
 
+    distill = catalog.add_parser(
+        "distill-embedder", help="distil the embedding model into a static one (much faster queries on CPU)"
+    )
+    distill.add_argument("--out", type=Path, default=Path("build/embedder/minilm-static"))
+    distill.add_argument("--source", default="all-MiniLM-L6-v2", help="model name or directory to distil")
+    distill.add_argument("--dims", type=int, default=256, help="vector size after PCA")
+    distill.set_defaults(func=_reporting_errors(_distill))
+
     if bench is None:
         bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
@@ -209,11 +226,5 @@ def register(
     ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
     ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
-    ret.add_argument(
-        "--store",
-        choices=["qdrant", "edge"],
-        default="qdrant",
-        help="qdrant-client local mode, or Qdrant Edge (needs qdrant-edge-py; experimental)",
-    )
     _store_args(ret)
     ret.set_defaults(func=_reporting_errors(_bench))

@@ -81,6 +81,7 @@ class EdgeCatalogStore:
             keys.TENANT: qe.PayloadSchemaType.Keyword,
             keys.CODES: qe.PayloadSchemaType.Keyword,
             keys.PRODUCT_ID: qe.PayloadSchemaType.Keyword,
+            f"{PRODUCT}.stock": qe.PayloadSchemaType.Integer,  # the in-stock filter reads it (see _filter)
         }
         for field, schema in schemas.items():
             self.shard.update(qe.UpdateOperation.create_field_index(field, schema))
@@ -162,7 +163,10 @@ class EdgeCatalogStore:
                     )
                 )
             if filters.in_stock is not None:
-                must.append(qe.FieldCondition(keys.IN_STOCK, match=qe.MatchValue(filters.in_stock)))
+                # qdrant-edge-py 0.9 turns MatchValue(True) into the integer 1, which never equals the stored
+                # boolean; the product's stock count says the same thing.
+                stock = qe.RangeFloat(gte=1.0) if filters.in_stock else qe.RangeFloat(lte=0.0)
+                must.append(qe.FieldCondition(f"{PRODUCT}.stock", range=stock))
             if filters.tenant is not None:
                 must.append(qe.FieldCondition(keys.TENANT, match=qe.MatchValue(filters.tenant)))
         return qe.Filter(must=must) if must else None

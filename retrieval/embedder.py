@@ -118,3 +118,21 @@ class Embedder:
                     self._busy = False
                     self._turn.notify_all()
         return future.result()
+
+
+def distill_static(out: Path, source: str = DEFAULT_MODEL, dims: int = 256) -> Path:
+    """Distil `source` into a static embedding model at `out` (model2vec), loadable as LORAG_EMBEDDING_MODEL.
+
+    A static model looks each token's vector up and averages them: a query costs ~0.4 ms of one core against
+    ~16 ms for MiniLM's transformer, for some dense quality (BENCHMARKS.md). model2vec runs every vocabulary token
+    through `source` once (about 20 s on 2 cores for MiniLM) and reduces the vectors to `dims` with PCA.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from model2vec.distill import distill
+    except ImportError as exc:
+        raise EmbedderError("distilling needs model2vec and skeletoken (installed with lorag)") from exc
+    model = distill(model_name=resolve_model(source), pca_dims=dims, device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    return out

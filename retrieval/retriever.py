@@ -20,7 +20,6 @@ never filtered, or "Is the V-520 under $500?" could hide the V-520 and be answer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,10 +30,7 @@ from retrieval.embedder import Embedder
 from retrieval.filters import SearchFilters
 from retrieval.question import Question, mentions, parse
 from retrieval.settings import Fusion, RetrievalSettings
-from retrieval.store import CatalogIndex, CatalogStore, Method, StoredHit
-
-if TYPE_CHECKING:
-    from qdrant_client import QdrantClient
+from retrieval.store import CatalogIndex, Method, StoredHit
 
 # Candidates fetched per question whatever top_k is, among which a named product is looked for.
 CANDIDATES = 10
@@ -85,10 +81,11 @@ class Retriever:
         self.parse_prices = parse_prices
 
     @classmethod
-    def from_settings(cls, settings: RetrievalSettings, client: QdrantClient, embedder: Embedder) -> Retriever:
-        """A retriever over `client` (which the caller owns and closes) configured by settings."""
+    def from_settings(cls, settings: RetrievalSettings, store: CatalogIndex, embedder: Embedder) -> Retriever:
+        """A retriever over `store` (which the caller owns and closes; see store.open_store) configured by
+        settings."""
         return cls(
-            CatalogStore(client, settings.collection),
+            store,
             embedder,
             fusion=settings.fusion,
             prefetch_limit=settings.prefetch_limit,

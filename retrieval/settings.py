@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Fusion = Literal["rrf", "dbsf"]
+StoreKind = Literal["qdrant", "edge"]
 
 
 class RetrievalSettings(BaseSettings):
@@ -19,6 +20,11 @@ class RetrievalSettings(BaseSettings):
     qdrant_url: str | None = Field(
         default=None,
         description="A Qdrant server (http://host:6333); unset means embedded local mode at qdrant_path.",
+    )
+    store: StoreKind = Field(
+        default="qdrant",
+        description="Embedded store when qdrant_url is unset: 'qdrant' (qdrant-client local mode, brute force; "
+        "fine to a few thousand products) or 'edge' (Qdrant Edge in-process: HNSW and payload indexes; beta).",
     )
     qdrant_api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
     qdrant_path: Path = Field(default=Path("build/qdrant"), description="Directory of the local-mode store.")

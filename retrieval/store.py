@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -60,6 +60,20 @@ def build_client(settings: RetrievalSettings, *, check_compatibility: bool = Tru
         return QdrantClient(path=str(settings.qdrant_path))
     except RuntimeError as exc:  # local mode: the directory is locked by another process
         raise StoreError(f"cannot open Qdrant store {settings.qdrant_path}: {exc}") from exc
+
+
+def open_store(settings: RetrievalSettings) -> tuple[CatalogIndex, Callable[[], None]]:
+    """The catalog store that settings name and the function that closes it (the caller owns both)."""
+    if settings.store == "edge":
+        if settings.qdrant_url:
+            raise StoreError("LORAG_STORE=edge is an embedded store: unset LORAG_QDRANT_URL to use it")
+        from retrieval.edge_store import EdgeCatalogStore
+
+        settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+        edge = EdgeCatalogStore(settings.qdrant_path, settings.collection)
+        return edge, edge.close
+    client = build_client(settings)
+    return CatalogStore(client, settings.collection), client.close
 
 
 @dataclass(frozen=True)

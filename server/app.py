@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from adapters.registry import StateFile, seed_boot_adapters
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
-from retrieval.store import build_client
+from retrieval.store import open_store
 from server.assistants import Registry
 from server.chat import ChatService
 from server.engines import EnginePool
@@ -90,11 +90,11 @@ def _lifespan(
             stack.push_async_callback(_cancel, task)
             retriever = None
             if registry.needs_retrieval:
-                client = build_client(settings)
-                stack.callback(client.close)
+                store, close_store = open_store(settings)
+                stack.callback(close_store)
                 # Loading the model takes seconds of CPU: off the event loop.
                 embedder = await anyio.to_thread.run_sync(Embedder.from_settings, settings)
-                retriever = Retriever.from_settings(settings, client, embedder)
+                retriever = Retriever.from_settings(settings, store, embedder)
                 if not await anyio.to_thread.run_sync(retriever.store.exists):
                     log.warning("collection %r does not exist: run `lorag catalog ingest`", settings.collection)
             service = ChatService(registry, pool, metrics, retriever, settings.retrieval_concurrency, adapters=adapters)
