@@ -77,10 +77,6 @@ def _open_store(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Local mode is not recommended")
         report = ingest(rows, store, embedder, progress=True, total=len(products))
-    if backend == "edge":
-        started = time.perf_counter()
-        edge.finish_ingest()  # index building is part of the edge ingest, so it is timed with it
-        report.seconds += time.perf_counter() - started
     return store, close, report
 
 

@@ -126,6 +126,7 @@ def ingest(
         ]
         store.delete(stale)
         report.deleted = len(stale)
+    store.finish_ingest()
     report.seconds = time.perf_counter() - started
     return report
 
