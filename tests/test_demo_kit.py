@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,19 @@ def test_built_kit_manifest_and_adapters(kit: KitModel) -> None:
         assert config["r"] == 16 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
         report = json.loads((path / "training.json").read_text())["report"]
         assert report["last_loss"] < report["first_loss"]
+
+
+def test_lora_on_chosen_layers_only(kit: KitModel, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from adapters.training import train_lora
+
+    convos = training_conversations(VOICES["support-agent"], 2, seed=3)
+    cfg = LoraTrainConfig(steps=1, batch_size=2, layers=[28, 29], max_length=256)
+    report = train_lora(kit.path, convos, tmp_path / "adapter", cfg)
+    assert report.steps == 1
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [28, 29]
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as weights:
+        layers = {int(key.split("layers.")[1].split(".")[0]) for key in weights.keys()}  # noqa: SIM118
+    assert layers == {28, 29}
