@@ -49,11 +49,6 @@ class LoraTrainConfig(BaseModel):
     bf16: bool = True
     threads: int | None = None
     max_seconds: float | None = Field(default=None, description="Stop early once training has run this long.")
-    loraplus_ratio: float | None = Field(
-        default=None,
-        gt=0,
-        description="LoRA+ (Hayou et al., 2024): the B matrices learn this many times faster than A. None: equal.",
-    )
 
 
 @dataclass(frozen=True)
@@ -174,14 +169,8 @@ def train_lora(
         )
     examples = [tokenize_conversation(tokenizer, c, cfg.max_length) for c in conversations]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    ratio = cfg.loraplus_ratio or 1.0
-    groups = [
-        {"params": [p for n, p in named if "lora_B" not in n], "lr_scale": 1.0},
-        {"params": [p for n, p in named if "lora_B" in n], "lr_scale": ratio},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     causal_lm = peft_model.get_base_model()
     use_bf16 = cfg.bf16 and _bf16_ok(torch)
     if use_bf16:
@@ -202,7 +191,7 @@ def train_lora(
             labels[row, :n] = torch.tensor(ex.labels)
             mask[row, :n] = 1
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg) * group["lr_scale"]
+            group["lr"] = _lr_at(step, cfg)
         ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         targets = labels[:, 1:]
         keep = targets != IGNORE
