@@ -29,8 +29,8 @@ from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, recall_at
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
 from retrieval.retriever import Retriever
-from retrieval.settings import RetrievalSettings
-from retrieval.store import METHODS, CatalogIndex, CatalogStore
+from retrieval.settings import RetrievalSettings, StoreKind
+from retrieval.store import METHODS, CatalogIndex, open_store
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
@@ -59,20 +59,11 @@ class UnknownCase:
 
 
 def _open_store(
-    products: Sequence[Product], embedder: Embedder, root: Path, backend: str
+    products: Sequence[Product], embedder: Embedder, root: Path, backend: StoreKind
 ) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
     """A fresh store under `root` holding `products`, a function closing it, and the ingest report."""
-    store: CatalogIndex
-    if backend == "edge":
-        from retrieval.edge_store import EdgeCatalogStore
-
-        edge = EdgeCatalogStore(root)
-        store, close = edge, edge.close
-    else:
-        from qdrant_client import QdrantClient
-
-        client = QdrantClient(path=str(root))
-        store, close = CatalogStore(client), client.close
+    # Always embedded at `root`, whatever LORAG_QDRANT_URL says: the benchmark measures the in-process stores.
+    store, close = open_store(RetrievalSettings(qdrant_url=None, qdrant_path=root, store=backend))
     rows = (Row(i + 1, p) for i, p in enumerate(products))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Local mode is not recommended")
@@ -81,7 +72,7 @@ def _open_store(
 
 
 def evaluate(
-    dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path, backend: str = "qdrant"
+    dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path, backend: StoreKind = "qdrant"
 ) -> dict[str, Any]:
     """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline) and the unknown-signal cases."""
     store, close, report = _open_store(dataset.products, embedder, root, backend)
