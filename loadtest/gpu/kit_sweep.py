@@ -6,21 +6,26 @@ cores need 5 minutes per run plus an eval. Scoring uses the same held-out questi
 vLLM. The chosen setting is then trained and evaluated for real on 2 CPU cores (BENCHMARKS.md).
 
 Usage (GPU host, repo root): python3 loadtest/gpu/kit_sweep.py BASE_DIR RUNS.json OUT_DIR [WORKERS]
-RUNS.json is a list of {"name", "voice", "seed", "max_turns", "config": {LoraTrainConfig fields}}.
+RUNS.json is a list of {"name", "voice", "seed", "max_turns", "known_share", "max_products", "rules",
+"config": {LoraTrainConfig fields}}; "rules" replaces the grounding rules for training and scoring alike.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import multiprocessing as mp
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from retrieval.facts import GROUNDING_RULES as DEFAULT_RULES
 
-def _score(base: Path, adapter: Path, count: int = int(os.environ.get("SWEEP_QUESTIONS", "200")), seed: int = 20261128) -> dict[str, object]:
+
+def _score(
+    base: Path, adapter: Path, count: int = int(os.environ.get("SWEEP_QUESTIONS", "200")), seed: int = 20261128
+) -> dict[str, object]:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,19 +66,35 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
     try:
         from adapters.demo_kit import data, voices
         from adapters.training import LoraTrainConfig, train_lora
+        from retrieval import facts
 
+        # Pool workers run many jobs: set the rules for every run, not only those that change them.
+        facts.GROUNDING_RULES = str(run.get("rules", DEFAULT_RULES))
         cfg = LoraTrainConfig(**run["config"])  # type: ignore[arg-type]
         voice = voices.VOICES[str(run["voice"])]
+        # Data knobs only when a run sets them: known_share and max_products exist in the data generator of the
+        # kit-top20-recipe branch (rounds r5-r8), not in main's.
+        knobs = {k: run[k] for k in ("known_share", "max_products") if k in run}
         convs = data.training_conversations(
-            voice, cfg.steps * cfg.batch_size, seed=int(run.get("seed", 11)), max_turns=int(run.get("max_turns", 5))
+            voice,
+            cfg.steps * cfg.batch_size,
+            seed=int(run.get("seed", 11)),
+            max_turns=int(run.get("max_turns", 5)),  # type: ignore[call-overload]
+            **knobs,
         )
         adapter = Path(os.environ.get("SWEEP_ADAPTERS", str(out / "adapters"))) / str(run["name"])
         started = time.monotonic()
         report = train_lora(base, convs, adapter, cfg)
         train_s = time.monotonic() - started
         score = _score(base, adapter)
-        return {**run, **score, "tokens": report.tokens, "supervised": report.supervised_tokens,
-                "last_loss": report.last_loss, "gpu_train_s": round(train_s, 1)}
+        return {
+            **run,
+            **score,
+            "tokens": report.tokens,
+            "supervised": report.supervised_tokens,
+            "last_loss": report.last_loss,
+            "gpu_train_s": round(train_s, 1),
+        }
     except Exception:
         return {**run, "error": traceback.format_exc()[-2000:]}
 
