@@ -6,8 +6,8 @@ cores need 5 minutes per run plus an eval. Scoring uses the same held-out questi
 vLLM. The chosen setting is then trained and evaluated for real on 2 CPU cores (BENCHMARKS.md).
 
 Usage (GPU host, repo root): python3 loadtest/gpu/kit_sweep.py BASE_DIR RUNS.json OUT_DIR [WORKERS]
-RUNS.json is a list of {"name", "voice", "seed", "max_turns", "known_share", "max_products", "rules",
-"config": {LoraTrainConfig fields}}; "rules" replaces the grounding rules for training and scoring alike.
+RUNS.json is a list of {"name", "voice", "seed", "max_turns", "known_share", "max_products", "look_alikes",
+"rules", "config": {LoraTrainConfig fields}}; "rules" replaces the grounding rules for training and scoring alike.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
         facts.GROUNDING_RULES = str(run.get("rules", DEFAULT_RULES))
         cfg = LoraTrainConfig(**run["config"])  # type: ignore[arg-type]
         voice = voices.VOICES[str(run["voice"])]
-        # Data knobs only when a run sets them: known_share and max_products exist in the data generator of the
-        # kit-top20-recipe branch (rounds r5-r8), not in main's.
-        knobs = {k: run[k] for k in ("known_share", "max_products") if k in run}
+        # Data knobs only when a run sets them: they exist in the data generator of the kit-top20-recipe branch
+        # (loadtest/results/2026-11-28-kit-sweep/kit-top20-recipe.patch), not in main's.
+        knobs = {k: run[k] for k in ("known_share", "max_products", "look_alikes") if k in run}
         convs = data.training_conversations(
             voice,
             cfg.steps * cfg.batch_size,
