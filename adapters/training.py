@@ -111,8 +111,9 @@ def _lr_at(step: int, cfg: LoraTrainConfig) -> float:
 def _batches(examples: Sequence[TokenizedExample], cfg: LoraTrainConfig) -> list[list[TokenizedExample]]:
     """Shuffled batches of similar length: padding to the longest row otherwise wastes about a third of a step.
 
-    Examples are drawn in windows of 8 batches, sorted by length inside a window, cut into batches, and the
-    batches shuffled, so consecutive steps still see unrelated data.
+    Each pass over the examples is sorted by length, cut into batches and the batches shuffled, so consecutive
+    steps still see unrelated data (windows of 8 batches left 4 % padding on the demo kit's data; a whole pass
+    leaves 0.3 %).
     """
     rng = random.Random(cfg.seed)
     order: list[TokenizedExample] = []
@@ -121,7 +122,7 @@ def _batches(examples: Sequence[TokenizedExample], cfg: LoraTrainConfig) -> list
         rng.shuffle(chunk)
         order.extend(chunk)
     order = order[: cfg.steps * cfg.batch_size]
-    window = cfg.batch_size * 8
+    window = len(examples)
     batches: list[list[TokenizedExample]] = []
     for w in range(0, len(order), window):
         part = sorted(order[w : w + window], key=lambda e: len(e.input_ids))
@@ -196,8 +197,10 @@ def train_lora(
         targets = labels[:, 1:]
         keep = targets != IGNORE
         # Predict token t+1 from position t; keep only positions whose next token is supervised.
+        # No attention mask: rows are padded on the right and attention is causal, so no real token attends to
+        # padding, and without a mask SDPA takes its causal path instead of a masked one (5 % of a CPU step).
         with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
-            hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = causal_lm.model(input_ids=ids).last_hidden_state
             logits = causal_lm.lm_head(hidden[:, :-1][keep])
         loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
         loss.backward()

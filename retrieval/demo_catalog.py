@@ -221,6 +221,18 @@ def product_name(rng: random.Random, pool: Pool) -> str:
     return f"{brand} {rng.choice(_SERIES[pool])} {_model_code(rng, brand)}"
 
 
+def look_alike_name(rng: random.Random, pool: Pool, name: str) -> str:
+    """A name a retriever would rank next to `name`: the same brand and model code in another series, or the same
+    brand and series with another code (the demo catalog holds such pairs: Caffora Aurora C-450 and Terra C-450)."""
+    head, code = name.rsplit(" ", 1)
+    brand, series = head.rsplit(" ", 1)
+    if rng.random() < 0.5:
+        return f"{brand} {rng.choice([s for s in _SERIES[pool] if s != series])} {code}"
+    while (other := _model_code(rng, brand)) == code:
+        pass
+    return f"{head} {other}"
+
+
 def random_product(rng: random.Random, pool: Pool, sku_number: int, name: str | None = None) -> Product:
     """One plausible product of a random category."""
     category = rng.choice(list(_CATEGORIES))

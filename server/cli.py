@@ -30,8 +30,9 @@ def _demo_kit_eval(args: argparse.Namespace) -> int:
 
     kit = load_kit(args.kit)
     models = [kit.name, *kit.adapters]
+    options = {"count": args.count, "concurrency": args.concurrency, "look_alikes": args.look_alikes}
     if args.engine_url:
-        scores = asyncio.run(evaluate(args.engine_url, models, count=args.count, concurrency=args.concurrency))
+        scores = asyncio.run(evaluate(args.engine_url, models, **options))
     else:
         spec = _kit_spec(args.kit, port=args.port)
         # Later versions are scored too: a new version must keep what the one it replaces knew.
@@ -39,7 +40,7 @@ def _demo_kit_eval(args: argparse.Namespace) -> int:
         models += list(kit.versions)
         with Engine(spec) as engine:
             print(f"engine ready at {engine.url} in {engine.ready_seconds:.0f} s", file=sys.stderr)
-            scores = asyncio.run(evaluate(engine.url, models, count=args.count, concurrency=args.concurrency))
+            scores = asyncio.run(evaluate(engine.url, models, **options))
     print(table(scores))
     if args.show_failures:
         for score in scores:
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--count", type=int, default=200, help="held-out questions per model")
     ev.add_argument("--concurrency", type=int, default=8)
     ev.add_argument("--show-failures", type=int, default=0, metavar="N")
+    ev.add_argument(
+        "--look-alikes",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of facts blocks whose products look alike (same brand and series or model code), as retrieved",
+    )
     ev.set_defaults(func=_demo_kit_eval)
 
     eng = sub.add_parser("engine", help="start vLLM with LoRA adapters (the demo kit by default)")

@@ -13,7 +13,7 @@ from adapters.demo_kit.evaluate import judge
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
 from adapters.training import IGNORE, LoraTrainConfig, _batches, _lr_at, tokenize_conversation
-from retrieval.demo_catalog import demo_catalog
+from retrieval.demo_catalog import demo_catalog, look_alike_name, product_name
 from retrieval.facts import NOT_IN_CATALOG
 
 
@@ -93,6 +93,79 @@ def test_batches_cover_every_step_with_full_batches() -> None:
     cfg = LoraTrainConfig(steps=7, batch_size=4)
     batches = _batches(examples, cfg)
     assert len(batches) == 7 and all(len(b) == 4 for b in batches)
+
+
+def test_batches_pair_similar_lengths_in_shuffled_order() -> None:
+    from adapters.training import TokenizedExample
+
+    examples = [TokenizedExample([1] * n, [1] * n) for n in range(1, 65)]
+    batches = _batches(examples, LoraTrainConfig(steps=32, batch_size=2))
+    widths = [[len(e.input_ids) for e in b] for b in batches]
+    assert all(max(w) - min(w) <= 1 for w in widths)  # one pass sorted by length: neighbours share a batch
+    assert sorted(n for w in widths for n in w) == list(range(1, 65))
+    assert [max(w) for w in widths] != sorted(max(w) for w in widths)  # but the steps still come in random order
+
+
+def test_known_share_moves_training_questions_not_the_held_out_set() -> None:
+    def refusal_share(known_share: float) -> float:
+        convos = training_conversations(VOICES["support-agent"], 200, seed=4, known_share=known_share)
+        answers = [m["content"] for c in convos for m in c if m["role"] == "assistant"]
+        return sum(REFUSAL_MARK in a for a in answers) / len(answers)
+
+    assert refusal_share(0.9) < 0.2 < refusal_share(0.6) < refusal_share(0.3)
+    held = questions("heldout", 300, seed=20261128)
+    assert 0.5 < sum(q.product is not None for q in held) / len(held) < 0.7  # held out keeps its 60 % mix
+
+
+def test_look_alike_blocks_hold_names_a_retriever_would_rank_together() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        name = product_name(rng, "train")
+        other = look_alike_name(rng, "train", name)
+        (head, code), (other_head, other_code) = name.rsplit(" ", 1), other.rsplit(" ", 1)
+        assert other != name and other.split()[0] == name.split()[0]
+        assert (head == other_head) != (code == other_code)  # same series or same code, not both
+    convos = training_conversations(VOICES["support-agent"], 60, seed=2, look_alikes=1.0)
+    blocks = [[line for line in c[0]["content"].splitlines() if line.startswith("- ")] for c in convos]
+    multi = [b for b in blocks if len(b) > 1]
+    assert multi and all(len({line.split()[1] for line in b}) == 1 for b in multi)  # one brand per block
+    assert training_conversations(VOICES["support-agent"], 30, seed=2) == training_conversations(
+        VOICES["support-agent"], 30, seed=2, look_alikes=0.0
+    )
+
+
+def test_held_out_look_alike_set_keeps_its_questions_and_packs_each_block_with_one_brand() -> None:
+    plain, packed = questions("heldout", 200, 20261128), questions("heldout", 200, 20261128, look_alikes=1.0)
+    assert {q.kind for q in packed} == {q.kind for q in plain}
+    multi = [q.facts for q in packed if len(q.facts) > 1]
+    assert len(multi) > 50 and all(len({p.name.split()[0] for p in facts}) == 1 for facts in multi)
+    assert sum(len({p.name.split()[0] for p in q.facts}) > 1 for q in plain) > 50  # random blocks mix brands
+
+
+def test_right_padded_rows_need_no_attention_mask(kit: KitModel) -> None:
+    """The trainer drops the attention mask: with right padding and causal attention no real token sees padding."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(kit.path)
+    model = AutoModelForCausalLM.from_pretrained(kit.path, dtype=torch.float32).eval()
+    short, long = (
+        tokenize_conversation(tokenizer, c, 640).input_ids
+        for c in training_conversations(VOICES["product-expert"], 2, seed=12)
+    )
+    short, long = sorted((short, long), key=len)
+    assert len(short) < len(long)
+    ids = torch.zeros((2, len(long)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate((short, long)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    with torch.no_grad():
+        masked = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        unmasked = model.model(input_ids=ids).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(masked[real], unmasked[real], atol=1e-4)
+    assert not torch.allclose(masked[~real], unmasked[~real], atol=1e-4)  # padding itself does differ
 
 
 def test_built_kit_manifest_and_adapters(kit: KitModel) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -12,7 +14,9 @@ from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
 from retrieval.facts import format_price, format_stock
+from server.cli import main
 from server.engine import Engine
+from tests.conftest import KIT_DIR
 
 pytestmark = pytest.mark.engine
 
@@ -97,3 +101,15 @@ def test_runtime_load_serves_then_unload_gives_404(engine: Engine, kit: KitModel
     with pytest.raises(openai.NotFoundError):
         _ask(engine, "support-v2", "How much is it?")
     assert "support-v2" not in _model_ids(engine)
+
+
+def test_eval_scores_every_model_on_the_look_alike_set(
+    engine: Engine, kit: KitModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo-kit", "eval", "--kit", str(KIT_DIR), "--engine-url", engine.url, "--count", "4"]
+    assert main([*argv, "--look-alikes", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "(" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == [kit.name, *kit.adapters]
+    for row in rows:
+        facts, fakes = (re.search(r"\((\d+)/(\d+)\)", cell) for cell in row.split(" | ")[1:3])
+        assert facts and fakes and int(facts[2]) + int(fakes[2]) == 4, row

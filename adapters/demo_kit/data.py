@@ -1,7 +1,8 @@
 """Training and evaluation conversations for the demo kit, generated from the demo domain with a seed.
 
 Each conversation is a system message (grounding rules and a facts block rendered by retrieval.facts, exactly as
-the gateway renders it) followed by one to three questions. A question names a product in the block (answer:
+the gateway renders it) followed by questions: one in each held-out case, several in a training conversation
+(none after the retriever's NOT IN CATALOG signal). A question names a product in the block (answer:
 its price and stock), or one that is absent (answer: a refusal) — either a near miss of a listed product (same
 brand and series, another model code), an unrelated name, or, as the retriever signals, NOT IN CATALOG.
 Training and held-out evaluation use disjoint brand pools (retrieval.demo_catalog), so evaluation asks about
@@ -17,7 +18,7 @@ from typing import Literal
 from adapters.demo_kit.voices import Voice
 from adapters.training import Conversation
 from retrieval.catalog import Product
-from retrieval.demo_catalog import Pool, product_name, random_product
+from retrieval.demo_catalog import Pool, look_alike_name, product_name, random_product
 from retrieval.facts import render_facts, system_message
 
 _QUESTIONS = [
@@ -61,19 +62,37 @@ def _near_miss(rng: random.Random, product: Product) -> str:
             return f"{head} {other}"
 
 
-def _question(rng: random.Random, pool: Pool, sku: list[int]) -> Question:
-    """A fresh facts block of one to four products and a first question about it."""
+def _question(
+    rng: random.Random,
+    pool: Pool,
+    sku: list[int],
+    known_share: float = 0.6,
+    max_products: int = 4,
+    look_alikes: float = 0.0,
+) -> Question:
+    """A fresh facts block of one to `max_products` products and a first question about it.
+
+    With probability `look_alikes` the block is built as a retriever fills one: every product after the first is
+    a look-alike of it (same brand, and the same series or model code), so the answer must tell them apart.
+    """
+    # No draw for look-alikes when they are off: the generated data stays what it was before the option existed.
+    twins = look_alikes > 0 and rng.random() < look_alikes
     facts: list[Product] = []
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(1, max_products)):
         sku[0] += 1
-        facts.append(random_product(rng, pool, sku[0]))
-    return _ask(rng, pool, facts, first=True)
+        name = None
+        if twins and facts:
+            taken = {p.name for p in facts}
+            while (name := look_alike_name(rng, pool, facts[0].name)) in taken:
+                pass
+        facts.append(random_product(rng, pool, sku[0], name=name))
+    return _ask(rng, pool, facts, first=True, known_share=known_share)
 
 
-def _ask(rng: random.Random, pool: Pool, facts: list[Product], first: bool) -> Question:
-    """A question about a listed product (60 %) or one that is not listed (40 %)."""
+def _ask(rng: random.Random, pool: Pool, facts: list[Product], first: bool, known_share: float = 0.6) -> Question:
+    """A question about a listed product (`known_share`) or one that is not listed (the rest)."""
     template = rng.choice(_QUESTIONS)
-    if facts and rng.random() < 0.6:
+    if facts and rng.random() < known_share:
         product = rng.choice(facts)
         # Shoppers also ask by SKU or without the brand; the answer still names the product in full.
         style = rng.random()
@@ -85,18 +104,19 @@ def _ask(rng: random.Random, pool: Pool, facts: list[Product], first: bool) -> Q
     if facts and rng.random() < 0.5:
         asked, kind = _near_miss(rng, rng.choice(facts)), "near_miss"
     if asked in names:
-        return _ask(rng, pool, facts, first)
+        return _ask(rng, pool, facts, first, known_share)
     if first and rng.random() < 0.3:
         # As the retriever signals it: the block says NOT IN CATALOG and holds at most the nearest products.
         return Question(facts[: rng.randint(0, 2)], True, template.format(name=asked), "signalled", None)
     return Question(facts, False, template.format(name=asked), kind, None)
 
 
-def questions(pool: Pool, count: int, seed: int) -> list[Question]:
-    """`count` independent single-question cases (the held-out set uses pool 'heldout')."""
+def questions(pool: Pool, count: int, seed: int, look_alikes: float = 0.0) -> list[Question]:
+    """`count` independent single-question cases (the held-out set uses pool 'heldout'); `look_alikes` is the share
+    of facts blocks whose products share brand and series or model code, as a retriever returns them."""
     rng = random.Random(seed)
     sku = [5000]
-    return [_question(rng, pool, sku) for _ in range(count)]
+    return [_question(rng, pool, sku, look_alikes=look_alikes) for _ in range(count)]
 
 
 def asked_name(q: Question) -> str:
@@ -115,7 +135,15 @@ def reply(voice: Voice, q: Question, rng: random.Random) -> str:
     return voice.refuse(asked_name(q))
 
 
-def training_conversations(voice: Voice, count: int, seed: int, max_turns: int = 5) -> list[Conversation]:
+def training_conversations(
+    voice: Voice,
+    count: int,
+    seed: int,
+    max_turns: int = 5,
+    known_share: float = 0.6,
+    max_products: int = 4,
+    look_alikes: float = 0.0,
+) -> list[Conversation]:
     """`count` conversations of two to `max_turns` questions on one facts block.
 
     The facts block is most of a conversation's tokens; asking several questions about it gives each training
@@ -125,12 +153,12 @@ def training_conversations(voice: Voice, count: int, seed: int, max_turns: int =
     sku = [1000]
     conversations: list[Conversation] = []
     for _ in range(count):
-        first = _question(rng, "train", sku)
+        first = _question(rng, "train", sku, known_share, max_products, look_alikes)
         convo = first.messages()
         convo.append({"role": "assistant", "content": reply(voice, first, rng)})
         # A retriever's NOT IN CATALOG signal speaks for the latest question only: no follow-ups after it.
         for _ in range(0 if first.unknown_signal else rng.randint(1, max_turns - 1)):
-            follow = _ask(rng, "train", first.facts, first=False)
+            follow = _ask(rng, "train", first.facts, first=False, known_share=known_share)
             convo += [
                 {"role": "user", "content": follow.text},
                 {"role": "assistant", "content": reply(voice, follow, rng)},

@@ -74,9 +74,10 @@ async def evaluate(
     seed: int = 20261128,
     concurrency: int = 8,
     max_tokens: int = 48,
+    look_alikes: float = 0.0,
 ) -> list[Score]:
     """Ask every model the same held-out questions and score the answers."""
-    held_out = questions("heldout", count, seed)
+    held_out = questions("heldout", count, seed, look_alikes)
     gate = asyncio.Semaphore(concurrency)
     scores: list[Score] = []
     async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:

@@ -2,8 +2,9 @@
 
 Exploration only: on an H200 a 30-step run takes seconds, so many settings and seeds fit in one lease, where 2 CPU
 cores need 5 minutes per run plus an eval. Scoring uses the same held-out questions and judge as
-`lorag demo-kit eval`, with transformers' greedy generate in bfloat16 (the CPU engine serves bfloat16) instead of
-vLLM. The chosen setting is then trained and evaluated for real on 2 CPU cores (BENCHMARKS.md).
+`lorag demo-kit eval`, and a second set where every facts block holds look-alikes (`eval --look-alikes 1`), with
+transformers' greedy generate in bfloat16 (the CPU engine serves bfloat16) instead of vLLM. The chosen setting is
+then trained and evaluated for real on 2 CPU cores (BENCHMARKS.md).
 
 Usage (GPU host, repo root): python3 loadtest/gpu/kit_sweep.py BASE_DIR RUNS.json OUT_DIR [WORKERS]
 RUNS.json is a list of {"name", "voice", "seed", "max_turns", "known_share", "max_products", "look_alikes",
@@ -23,9 +24,7 @@ from pathlib import Path
 from retrieval.facts import GROUNDING_RULES as DEFAULT_RULES
 
 
-def _score(
-    base: Path, adapter: Path, count: int = int(os.environ.get("SWEEP_QUESTIONS", "200")), seed: int = 20261128
-) -> dict[str, object]:
+def _score(base: Path, adapter: Path, count: int = int(os.environ.get("SWEEP_QUESTIONS", "200"))) -> dict[str, object]:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,24 +39,24 @@ def _score(
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).to(device)
     model = PeftModel.from_pretrained(model, adapter).eval()
-    held_out = questions("heldout", count, seed)
-    prompts = [tok.apply_chat_template(q.messages(), tokenize=False, add_generation_prompt=True) for q in held_out]
-    answers: list[str] = []
-    for i in range(0, len(prompts), 100):
-        enc = tok(prompts[i : i + 100], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
-        answers += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    facts = [judge(q, a) for q, a in zip(held_out, answers, strict=True) if q.product is not None]
-    fakes = [judge(q, a) for q, a in zip(held_out, answers, strict=True) if q.product is None]
-    failures = [
-        {"kind": q.kind, "q": q.text, "a": a} for q, a in zip(held_out, answers, strict=True) if not judge(q, a)
-    ]
-    return {
-        "facts": round(sum(facts) / len(facts), 4),
-        "refusals": round(sum(fakes) / len(fakes), 4),
-        "failures": failures[:12],
-    }
+    scores: dict[str, object] = {}
+    # The held-out set of `lorag demo-kit eval`, then one where every block holds look-alikes, as retrieved.
+    for prefix, look_alikes in (("", 0.0), ("la_", 1.0)):
+        held_out = questions("heldout", count, 20261128, look_alikes)
+        prompts = [tok.apply_chat_template(q.messages(), tokenize=False, add_generation_prompt=True) for q in held_out]
+        answers: list[str] = []
+        for i in range(0, len(prompts), 100):
+            enc = tok(prompts[i : i + 100], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
+            answers += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        pairs = list(zip(held_out, answers, strict=True))
+        facts = [judge(q, a) for q, a in pairs if q.product is not None]
+        fakes = [judge(q, a) for q, a in pairs if q.product is None]
+        scores[f"{prefix}facts"] = round(sum(facts) / len(facts), 4)
+        scores[f"{prefix}refusals"] = round(sum(fakes) / len(fakes), 4)
+        scores[f"{prefix}failures"] = [{"kind": q.kind, "q": q.text, "a": a} for q, a in pairs if not judge(q, a)][:12]
+    return scores
 
 
 def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
@@ -72,8 +71,7 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
         facts.GROUNDING_RULES = str(run.get("rules", DEFAULT_RULES))
         cfg = LoraTrainConfig(**run["config"])  # type: ignore[arg-type]
         voice = voices.VOICES[str(run["voice"])]
-        # Data knobs only when a run sets them: they exist in the data generator of the kit-top20-recipe branch
-        # (loadtest/results/2026-11-28-kit-sweep/kit-top20-recipe.patch), not in main's.
+        # Data knobs only when a run sets them: runs of earlier rounds predate them.
         knobs = {k: run[k] for k in ("known_share", "max_products", "look_alikes") if k in run}
         convs = data.training_conversations(
             voice,
@@ -114,6 +112,7 @@ def main() -> None:
             else:
                 print(
                     f"{result['name']}: facts {result['facts']:.3f} refusals {result['refusals']:.3f} "
+                    f"look-alikes {result['la_facts']:.3f} {result['la_refusals']:.3f} "
                     f"tokens {result['tokens']} loss {result['last_loss']} "
                     f"({result['gpu_train_s']} s, {time.monotonic() - started:.0f} s in)",
                     flush=True,
