@@ -29,15 +29,23 @@ def _demo_kit_eval(args: argparse.Namespace) -> int:
     from server.engine import AdapterSpec, Engine
 
     kit = load_kit(args.kit)
-    models = [kit.name, *kit.adapters]
-    options = {"count": args.count, "concurrency": args.concurrency, "look_alikes": args.look_alikes}
+    # Later versions are scored too when the engine is ours: a new version must keep what the one it replaces knew.
+    models = [kit.name, *kit.adapters, *([] if args.engine_url else kit.versions)]
+    if unknown := set(args.model or ()) - set(models):
+        print(f"error: not in the kit: {', '.join(sorted(unknown))} (models: {', '.join(models)})", file=sys.stderr)
+        return 2
+    models = [m for m in models if not args.model or m in args.model]
+    options = {
+        "count": args.count,
+        "seed": args.seed,
+        "concurrency": args.concurrency,
+        "look_alikes": args.look_alikes,
+    }
     if args.engine_url:
         scores = asyncio.run(evaluate(args.engine_url, models, **options))
     else:
         spec = _kit_spec(args.kit, port=args.port)
-        # Later versions are scored too: a new version must keep what the one it replaces knew.
         spec.adapters += [AdapterSpec(name, path) for name, path in kit.versions.items()]
-        models += list(kit.versions)
         with Engine(spec) as engine:
             print(f"engine ready at {engine.url} in {engine.ready_seconds:.0f} s", file=sys.stderr)
             scores = asyncio.run(evaluate(engine.url, models, **options))
@@ -117,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--engine-url", help="use a running engine instead of starting one")
     ev.add_argument("--port", type=int, default=8011)
     ev.add_argument("--count", type=int, default=200, help="held-out questions per model")
+    ev.add_argument("--seed", type=int, default=20261128, help="another seed draws another held-out sample")
+    ev.add_argument("--model", action="append", help="score only this model (repeatable; default: all)")
     ev.add_argument("--concurrency", type=int, default=8)
     ev.add_argument("--show-failures", type=int, default=0, metavar="N")
     ev.add_argument(

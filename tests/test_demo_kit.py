@@ -15,6 +15,8 @@ from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
 from adapters.training import IGNORE, LoraTrainConfig, _batches, _lr_at, tokenize_conversation
 from retrieval.demo_catalog import demo_catalog, look_alike_name, product_name
 from retrieval.facts import NOT_IN_CATALOG
+from server.cli import main
+from tests.conftest import KIT_DIR
 
 
 def _brands(qs: list[Question]) -> set[str]:
@@ -132,6 +134,14 @@ def test_look_alike_blocks_hold_names_a_retriever_would_rank_together() -> None:
     assert training_conversations(VOICES["support-agent"], 30, seed=2) == training_conversations(
         VOICES["support-agent"], 30, seed=2, look_alikes=0.0
     )
+
+
+def test_eval_refuses_a_model_the_kit_does_not_hold(kit: KitModel, capsys: pytest.CaptureFixture[str]) -> None:
+    # The engine URL is never reached: the model list is checked first.
+    argv = ["demo-kit", "eval", "--kit", str(KIT_DIR), "--engine-url", "http://127.0.0.1:9", "--model", "nope"]
+    assert main([*argv, "--model", "support-agent"]) == 2
+    err = capsys.readouterr().err
+    assert "not in the kit: nope" in err and kit.name in err
 
 
 def test_held_out_look_alike_set_keeps_its_questions_and_packs_each_block_with_one_brand() -> None:
