@@ -12,7 +12,15 @@ from adapters.demo_kit.data import Question, asked_name, questions, reply, train
 from adapters.demo_kit.evaluate import judge
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
-from adapters.training import IGNORE, LoraTrainConfig, _batches, _lr_at, tokenize_conversation
+from adapters.training import (
+    IGNORE,
+    LoraTrainConfig,
+    TokenizedExample,
+    _batches,
+    _lr_at,
+    copy_weights,
+    tokenize_conversation,
+)
 from retrieval.demo_catalog import demo_catalog, look_alike_name, product_name
 from retrieval.facts import NOT_IN_CATALOG
 from server.cli import main
@@ -88,9 +96,35 @@ def test_tokenizer_labels_exactly_the_assistant_turns(kit: KitModel) -> None:
     assert supervised.count("<|im_end|>") == len(answers)  # the model learns to stop
 
 
-def test_batches_cover_every_step_with_full_batches() -> None:
-    from adapters.training import TokenizedExample
+def test_copy_weight_goes_to_answer_tokens_that_continue_a_pair_from_the_prompt() -> None:
+    prompt, answer = [5, 6, 7], [5, 6, 8, 6, 7]
+    ex = TokenizedExample(prompt + answer, [IGNORE] * 3 + answer)
+    # Seen in the prompt: (5, 6) and (6, 7). (7, 5) spans prompt and answer, and the answer's own pairs don't count.
+    assert copy_weights(ex, 3.0) == [1, 1, 1, 1, 3.0, 1, 1, 3.0]
+    assert copy_weights(ex, 1.0) == [1.0] * 8
 
+
+def test_copy_weight_marks_the_quoted_price_and_name_not_the_voice(kit: KitModel) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(kit.path)
+    asked = next(q for q in questions("train", 50, seed=4) if q.product is not None and len(q.facts) > 1)
+    assert asked.product is not None
+    answer = VOICES["support-agent"].answer(asked.product, random.Random(0))
+    ex = tokenize_conversation(tokenizer, [*asked.messages(), {"role": "assistant", "content": answer}], 2048)
+    weights = copy_weights(ex, 3.0)
+    heavy = tokenizer.decode([t for t, w in zip(ex.input_ids, weights, strict=True) if w > 1])
+    light = tokenizer.decode(
+        [t for t, w, lab in zip(ex.input_ids, weights, ex.labels, strict=True) if w == 1 and lab != IGNORE]
+    )
+    digits = f"{asked.product.price:.2f}".replace(".", "")
+    assert digits in "".join(ch for ch in heavy if ch.isdigit())  # the price, digit by digit
+    assert asked.product.name.split(" ", 1)[1].split()[0] in heavy  # the name after its first token
+    assert "Happy to help" in light and "Happy" not in heavy  # the voice is weighted 1
+    assert all(w == 1 for w, lab in zip(weights, ex.labels, strict=True) if lab == IGNORE)
+
+
+def test_batches_cover_every_step_with_full_batches() -> None:
     examples = [TokenizedExample([1] * n, [1] * n) for n in range(1, 30)]
     cfg = LoraTrainConfig(steps=7, batch_size=4)
     batches = _batches(examples, cfg)
@@ -98,8 +132,6 @@ def test_batches_cover_every_step_with_full_batches() -> None:
 
 
 def test_batches_pair_similar_lengths_in_shuffled_order() -> None:
-    from adapters.training import TokenizedExample
-
     examples = [TokenizedExample([1] * n, [1] * n) for n in range(1, 65)]
     batches = _batches(examples, LoraTrainConfig(steps=32, batch_size=2))
     widths = [[len(e.input_ids) for e in b] for b in batches]
