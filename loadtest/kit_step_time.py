@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.demo_kit import build, data, voices
+from adapters.demo_kit import build, voices
 from adapters.training import train_lora
 
 
@@ -34,14 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = build.TRAIN_CONFIG
-    conversations = data.training_conversations(
-        voices.VOICES[args.voice],
-        args.steps * cfg.batch_size,
-        seed=build.TRAIN_SEED,
-        max_turns=build.TRAIN_MAX_TURNS,
-        known_share=build.TRAIN_KNOWN_SHARE,
-        look_alikes=build.TRAIN_LOOK_ALIKES,
-    )
+    conversations = build.training_data(voices.VOICES[args.voice], args.steps * cfg.batch_size)
     times: dict[int, list[float]] = {top: [] for top in args.top}
     for round_ in range(args.rounds):
         for top in args.top:

@@ -87,6 +87,18 @@ def _cached(out: Path, fingerprint: str, make: Callable[[Path], dict[str, Any]])
     return dict(info, cached=False)
 
 
+def training_data(voice: voices.Voice, count: int, seed: int = TRAIN_SEED) -> list[training.Conversation]:
+    """The kit's training conversations for one voice, as its adapters are trained on them."""
+    return data.training_conversations(
+        voice,
+        count,
+        seed=seed,
+        max_turns=TRAIN_MAX_TURNS,
+        known_share=TRAIN_KNOWN_SHARE,
+        look_alikes=TRAIN_LOOK_ALIKES,
+    )
+
+
 def _train(
     base_dir: Path,
     voice: voices.Voice,
@@ -95,14 +107,7 @@ def _train(
     tmp: Path,
     init_adapter: Path | None = None,
 ) -> dict[str, Any]:
-    conversations = data.training_conversations(
-        voice,
-        config.steps * config.batch_size,
-        seed=seed,
-        max_turns=TRAIN_MAX_TURNS,
-        known_share=TRAIN_KNOWN_SHARE,
-        look_alikes=TRAIN_LOOK_ALIKES,
-    )
+    conversations = training_data(voice, config.steps * config.batch_size, seed)
     with tqdm(total=config.steps, desc=f"training {voice.name}", unit="step", file=sys.stderr) as bar:
 
         def progress(step: int, total: int, loss: float) -> None:
