@@ -26,7 +26,7 @@ KIT_VERSION = 1
 # Settings chosen from the measurements in BENCHMARKS.md (quality against minutes on 2 CPU cores): 240
 # conversations in 120 updates of 2, LoRA on the upper 18 of 30 layers (backward stops there), copied facts
 # weighted 3 in the loss, 70 % of questions about listed products, up to 4 questions per facts block: as good as
-# the upper 20 layers without the weight on a GPU sweep of 36 seeds x adapters, for ~10 % less CPU time a step.
+# the upper 20 layers without the weight over 54 seed x adapter runs on a GPU sweep, for ~10 % less CPU time a step.
 TRAIN_CONFIG = LoraTrainConfig(
     rank=16,
     alpha=32,
