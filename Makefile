@@ -42,7 +42,7 @@ $(CATALOG): $(VENV)/.installed retrieval/demo_catalog.py
 # the demo kit on :8001, the gateway on :8000; prints a curl and an OpenAI-SDK example; Ctrl-C stops both.
 demo: kit catalog
 	HF_HUB_OFFLINE=1 $(BIN)/lorag catalog ingest $(CATALOG) --qdrant-path $(QDRANT) --quiet
-	HF_HUB_OFFLINE=1 $(BIN)/python -m server.demo --kit $(KIT) --qdrant-path $(QDRANT) --port 8000 --engine-port 8001
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lorag.demo --kit $(KIT) --qdrant-path $(QDRANT) --port 8000 --engine-port 8001
 
 engine: kit
 	$(BIN)/lorag engine --kit $(KIT) --port 8001

@@ -1,6 +1,6 @@
 """Running a load test from its options: targets, levels, the progress bar, and writing the results.
 
-The options and their help are in loadtest/cli.py; `python -m loadtest.load` takes the same as `lorag bench load`.
+The options and their help are in loadtest/options.py; `python -m loadtest.load` takes the same as `lorag bench load`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from loadtest.cli import USAGE, add_arguments
 from loadtest.driver import Load, Target, run_level
 from loadtest.local import StubTiming, local_stack
 from loadtest.metrics import SLO
+from loadtest.options import USAGE, add_arguments
 from loadtest.record import RequestRecord
 from loadtest.report import level_result, markdown, plots
 from loadtest.scenario import Scenario, ScenarioError, load_scenario, load_scenarios

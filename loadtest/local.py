@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.overhead import HOST, STUB_MODEL, _free_port, _process
+from loadtest.overhead import HOST, STUB_MODEL, _free_port, _process, stub_command
 from loadtest.scenario import Scenario
 
 
@@ -63,10 +63,10 @@ def local_stack(scenario: Scenario, timing: StubTiming, log_dir: Path | None = N
             from retrieval.demo_catalog import write_demo_catalog
 
             catalog = write_demo_catalog(work / "catalog.jsonl")
-            ingest = [python, "-m", "server.cli", "catalog", "ingest", str(catalog), "--qdrant-path", str(qdrant)]
+            ingest = [python, "-m", "lorag", "catalog", "ingest", str(catalog), "--qdrant-path", str(qdrant)]
             subprocess.run([*ingest, "--quiet"], check=True, stdout=subprocess.DEVNULL)
         ports = {"direct": _free_port(), "gateway": _free_port()}
-        stub = [python, "-m", "loadtest.stub_upstream", "--port", str(ports["direct"]), "--model", STUB_MODEL]
+        stub = [*stub_command(python), "--port", str(ports["direct"]), "--model", STUB_MODEL]
         stub += ["--ttft-ms", str(timing.ttft_ms), "--tokens-per-s", str(timing.tokens_per_s)]
         stub += ["--tokens", str(timing.tokens)]
         for a in scenario.assistants:
@@ -74,7 +74,7 @@ def local_stack(scenario: Scenario, timing: StubTiming, log_dir: Path | None = N
         direct_url = f"http://{HOST}:{ports['direct']}"
         pids = {"direct": stack.enter_context(_process(stub, logs / "stub.log", f"{direct_url}/health"))}
         gateway_url = f"http://{HOST}:{ports['gateway']}"
-        gateway = [python, "-m", "server.cli", "serve", "--host", HOST, "--port", str(ports["gateway"])]
+        gateway = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["gateway"])]
         gateway += ["--upstream-url", direct_url, "--assistants", str(work / "assistants.yaml")]
         gateway += ["--qdrant-path", str(qdrant), "--no-access-log", "--log-level", "warning"]
         # Its adapter state file in the temporary directory, not the checkout; one embedding thread (retrieval on)

@@ -2,7 +2,7 @@
 
     python -m loadtest.overhead --concurrency 1,16,64 --requests 600
 
-It starts the stub upstream (loadtest.stub_upstream: answers at once, so model time hides nothing) and the
+It starts the stub upstream (tests/stub_upstream.py: answers at once, so model time hides nothing) and the
 gateway (`lorag serve`, one uvicorn worker, access log off) as processes of their own; with retrieval on it
 first ingests the demo catalog into a temporary local Qdrant. For each case (concurrency x streamed or not x
 retrieval off or on) it alternates blocks of requests to the two paths, so drift in machine load falls on both
@@ -31,11 +31,13 @@ from datetime import UTC, datetime
 from itertools import cycle
 from pathlib import Path
 
-from loadtest import metrics
 from loadtest.http1 import Answer, Connection
+from retrieval.metrics import percentile as shared_percentile
 
 HOST = "127.0.0.1"
 STUB_MODEL = "stub-model"
+# The stub upstream is a test fixture (tests/stub_upstream.py); the benchmarks run it from a checkout as a script.
+STUB_SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "stub_upstream.py"
 CHAT = "/v1/chat/completions"
 
 
@@ -66,7 +68,14 @@ class Samples:
 
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100); NaN for no values (a case with no successful request still prints)."""
-    return metrics.percentile(values, q) if values else float("nan")
+    return shared_percentile(values, q) if values else float("nan")
+
+
+def stub_command(python: str) -> list[str]:
+    """The command that starts the stub upstream (options follow)."""
+    if not STUB_SCRIPT.is_file():
+        raise SystemExit(f"the stub upstream is not here ({STUB_SCRIPT}): run the benchmark from a lorag checkout")
+    return [python, str(STUB_SCRIPT)]
 
 
 def _free_port() -> int:
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             ingest = [
                 python,
                 "-m",
-                "server.cli",
+                "lorag",
                 "catalog",
                 "ingest",
                 str(catalog),
@@ -318,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             subprocess.run(ingest, check=True, stdout=subprocess.DEVNULL)
         stub = [
-            python,
-            "-m",
-            "loadtest.stub_upstream",
+            *stub_command(python),
             "--port",
             str(ports["direct"]),
             "--model",
@@ -334,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway = [
             python,
             "-m",
-            "server.cli",
+            "lorag",
             "serve",
             "--host",
             HOST,

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from loadtest.cli import DEFAULT_FILE
+from loadtest.options import DEFAULT_FILE
 from retrieval.catalog import Product
 
 Message = dict[str, str]

@@ -25,7 +25,7 @@ from retrieval.demo_catalog import demo_catalog, synthetic_catalog
 from retrieval.embedder import Embedder
 from retrieval.ingest import IngestReport, ingest
 from retrieval.loaders import Row
-from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, recall_at
+from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
 from retrieval.retriever import Retriever
@@ -206,11 +206,6 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
     return "\n".join(lines)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _timed_runs(call: Callable[[int], object], count: int, concurrency: int) -> dict[str, float]:
     """p50/p99 (ms) and throughput of `count` calls of call(i) from `concurrency` threads."""
 
@@ -225,7 +220,7 @@ def _timed_runs(call: Callable[[int], object], count: int, concurrency: int) -> 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         times = list(pool.map(timed, range(count)))
     wall = time.perf_counter() - started
-    return {"p50_ms": _percentile(times, 0.5), "p99_ms": _percentile(times, 0.99), "qps": count / wall}
+    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "qps": count / wall}
 
 
 def latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
@@ -252,11 +247,8 @@ def search_latency(retriever: Retriever, queries: list[str], concurrency: int, c
     return _timed_runs(call, count, concurrency)
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Entry point of `lorag bench retrieval`."""
-    from retrieval.cli import _settings
-
-    settings: RetrievalSettings = _settings(args)
+def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
+    """`lorag bench retrieval` with its options and the retrieval settings they override."""
     embedder = Embedder.from_settings(settings)
     out: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

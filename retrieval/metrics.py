@@ -1,4 +1,5 @@
-"""Ranking metrics over graded judgements (as trec_eval: nDCG with linear gain) and bootstrap intervals."""
+"""Ranking metrics over graded judgements (as trec_eval: nDCG with linear gain), bootstrap intervals, and the
+one percentile definition every lorag benchmark and evaluation uses."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) 
     n = len(values)
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between closest ranks (numpy's default method)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+

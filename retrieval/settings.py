@@ -1,9 +1,14 @@
-"""Retrieval settings, read from `LORAG_*` environment variables (the gateway nests or passes them)."""
+"""Settings: `LoragSettings` is the base of every settings class; `RetrievalSettings` says where the catalog is.
+
+Every settings class reads `LORAG_*` environment variables, then a `.env` file in the working directory, so
+`lorag catalog ingest` and `lorag serve` agree on where the catalog is; command-line options override both
+through `from_options`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,10 +17,19 @@ Fusion = Literal["rrf", "dbsf"]
 StoreKind = Literal["qdrant", "edge"]
 
 
-class RetrievalSettings(BaseSettings):
-    """Where the catalog lives and how it is searched."""
+class LoragSettings(BaseSettings):
+    """The base of lorag's settings classes: environment (`LORAG_` prefix), then `.env`, then the defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LORAG_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Self:
+        """Settings in which each option that was given (not None) overrides the environment and `.env`."""
+        return cls(**{name: value for name, value in options.items() if value is not None})
+
+
+class RetrievalSettings(LoragSettings):
+    """Where the catalog lives and how it is searched."""
 
     qdrant_url: str | None = Field(
         default=None,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from retrieval.settings import RetrievalSettings
 
@@ -15,8 +15,6 @@ DEFAULT_MANIFEST = Path(__file__).with_name("assistants.yaml")
 
 class GatewaySettings(RetrievalSettings):
     """Everything `lorag serve` needs; the retrieval fields (LORAG_QDRANT_URL, ...) are inherited."""
-
-    model_config = SettingsConfigDict(env_prefix="LORAG_", env_file=".env", extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="Interface the gateway listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")

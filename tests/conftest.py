@@ -17,7 +17,7 @@ import yaml
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel, load_kit
-from server.engine import Engine, kit_spec
+from lorag.launcher import Engine, kit_spec
 from server.settings import DEFAULT_MANIFEST, GatewaySettings
 
 KIT_DIR = Path(os.environ.get("LORAG_KIT", "build/demo-kit"))

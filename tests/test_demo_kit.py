@@ -21,9 +21,9 @@ from adapters.training import (
     copy_weights,
     tokenize_conversation,
 )
+from lorag.cli import main
 from retrieval.demo_catalog import demo_catalog, look_alike_name, product_name
 from retrieval.facts import NOT_IN_CATALOG
-from server.cli import main
 from tests.conftest import KIT_DIR
 
 

@@ -11,11 +11,11 @@ import pytest
 from adapters.demo_kit.data import Question
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
+from lorag.cli import main
+from lorag.launcher import Engine
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
 from retrieval.facts import format_price, format_stock
-from server.cli import main
-from server.engine import Engine
 from tests.conftest import KIT_DIR
 
 pytestmark = pytest.mark.engine

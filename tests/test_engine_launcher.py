@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from adapters.demo_kit.kit import KitModel, load_kit
-from server.engine import (
+from lorag.launcher import (
     AdapterSpec,
     Engine,
     EngineError,
@@ -72,7 +72,7 @@ def test_cli_serves_qwen3_plumbing_model_and_stops_cleanly(kit: KitModel) -> Non
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "engine", "--kit", str(KIT_DIR), "--plumbing", "--port", str(port)],
+        [sys.executable, "-m", "lorag", "engine", "--kit", str(KIT_DIR), "--plumbing", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     ) as proc:

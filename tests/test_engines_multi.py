@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
+from lorag.launcher import AdapterSpec, Engine, EngineSpec
 from server.app import create_app
-from server.engine import AdapterSpec, Engine, EngineSpec
 from server.settings import GatewaySettings
 from tests.conftest import free_port
 

@@ -1,4 +1,4 @@
-"""The gateway over real sockets: a stub vLLM (loadtest.stub_upstream), a real local Qdrant and the real embedder.
+"""The gateway over real sockets: a stub vLLM (tests/stub_upstream.py), a real local Qdrant and the real embedder.
 
 Covers the relay (chunks as they come, [DONE], sources, usage), in-band stream errors, client disconnects
 reaching the upstream, every error status in OpenAI's shape, request ids, readiness and metrics.
@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from qdrant_client import QdrantClient
 from starlette.types import ASGIApp
 
-from loadtest.stub_upstream import Stub, StubConfig
 from retrieval.demo_catalog import demo_catalog
 from retrieval.embedder import Embedder
 from retrieval.facts import FACTS_OPEN, NOT_IN_CATALOG, format_price
@@ -29,6 +28,7 @@ from retrieval.loaders import Row
 from retrieval.store import CatalogStore
 from server.app import create_app
 from server.settings import GatewaySettings
+from tests.stub_upstream import Stub, StubConfig
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
+from lorag.launcher import Engine
 from retrieval.demo_catalog import demo_catalog
 from retrieval.facts import format_price, format_stock
 from server.app import create_app
-from server.engine import Engine
 from tests.conftest import demo_gateway_settings
 
 pytestmark = pytest.mark.engine

@@ -22,9 +22,9 @@ from starlette.types import ASGIApp
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.versions import VERSIONS
 from adapters.demo_kit.voices import VOICES
+from lorag.launcher import Engine
 from retrieval.demo_catalog import demo_catalog
 from server.app import create_app
-from server.engine import Engine
 from tests.conftest import demo_gateway_settings
 
 pytestmark = pytest.mark.engine

@@ -26,7 +26,7 @@ from loadtest.scenario import (
     load_scenarios,
     requests,
 )
-from loadtest.stub_upstream import Stub, StubConfig
+from tests.stub_upstream import Stub, StubConfig
 
 TOKENS = 4
 SCENARIO = """

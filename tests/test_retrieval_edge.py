@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lorag.cli import main
 from retrieval.demo_catalog import demo_catalog, write_demo_catalog
 from retrieval.embedder import Embedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import StoreError, open_store
-from server.cli import main
 
 CATALOG = demo_catalog()
 

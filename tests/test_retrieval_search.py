@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from lorag.cli import main
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog, product_name, write_demo_catalog
 from retrieval.embedder import Embedder
@@ -24,7 +25,6 @@ from retrieval.loaders import Row, read_catalog
 from retrieval.retriever import Retriever
 from retrieval.settings import RetrievalSettings
 from retrieval.store import CatalogStore, StoreError, build_client
-from server.cli import main
 
 CATALOG = demo_catalog()
 

@@ -16,6 +16,7 @@ import httpx
 from adapters.demo_kit.data import Question, questions
 from adapters.demo_kit.voices import REFUSAL_MARK
 from retrieval.facts import format_price, format_stock
+from retrieval.metrics import percentile
 
 _PRICE = re.compile(r"[$€£]\s?\d|\d[\d,]*\.\d\d")
 
@@ -43,9 +44,8 @@ class Score:
         return self.refused / self.fakes_total if self.fakes_total else 0.0
 
     def latency(self, q: float) -> float:
-        """The q-quantile of request latency in seconds (nearest rank)."""
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        """The q-th percentile (0-100) of request latency in seconds; 0 with no requests."""
+        return percentile(self.seconds, q) if self.seconds else 0.0
 
 
 def judge(q: Question, answer: str) -> bool:
@@ -116,7 +116,7 @@ def table(scores: list[Score]) -> str:
         lines.append(
             f"| {s.model} | {s.fact_accuracy:.1%} ({s.facts_right}/{s.facts_total}) "
             f"| {s.refusal_rate:.1%} ({s.refused}/{s.fakes_total}) "
-            f"| {s.invented_price}/{s.fakes_total} | {s.latency(0.5):.2f} / {s.latency(0.9):.2f} s "
+            f"| {s.invented_price}/{s.fakes_total} | {s.latency(50):.2f} / {s.latency(90):.2f} s "
             f"| {s.completion_tokens / max(1, len(s.seconds)):.1f} |"
         )
     return "\n".join(lines)

@@ -6,7 +6,7 @@
 #   manifest  /tmp/assistants.yaml: base_model qwen3-8b; assistants qwen3-8b (adapter null) and a1..aN
 #             (adapter aN), retrieval off, no persona, no sampling defaults, so the payload vLLM gets is the
 #             client's (the gateway adds no system message when an assistant neither retrieves nor has a persona)
-#   start     `python3 -m server.cli serve` detached with setsid (outlives the device call), log /tmp/gateway.log;
+#   start     `python3 -m lorag serve` detached with setsid (outlives the device call), log /tmp/gateway.log;
 #             stops a gateway this script started before
 #   wait      polls GET /health (GATEWAY_WAIT_S, 60 s), then prints GET /ready (vLLM serves every assistant's model)
 #   smoke     one short request per assistant, non-streamed and streamed, and whether the gateway accepts
@@ -32,7 +32,7 @@ install() {
   python3 - <<'PY'
 import importlib, sys, time
 t = time.perf_counter()
-import server.app, server.serve, server.cli, loadtest.stub_upstream  # the gateway as `lorag serve` runs it
+import server.app, lorag.serve, lorag.cli  # the gateway as `lorag serve` runs it
 def version(name):
     try:
         from importlib.metadata import version as v
@@ -82,7 +82,7 @@ start() {
   # shellcheck disable=SC2086  # GATEWAY_ARGS: several words
   LORAG_UPSTREAM_URL="http://127.0.0.1:$PORT" LORAG_ASSISTANTS="$manifest" LORAG_ACCESS_LOG=false \
     LORAG_ADMIN_KEY="${LORAG_ADMIN_KEY:-bench}" LORAG_STATE_FILE=/tmp/lorag-state/adapters.json LORAG_ADAPTER_ROOTS="$LORA_DIR" LORAG_MAX_LORA_RANK="${RANK:-16}" \
-    setsid nohup python3 -m server.cli serve --host 127.0.0.1 --port "$gport" --workers "${GATEWAY_WORKERS:-1}" \
+    setsid nohup python3 -m lorag serve --host 127.0.0.1 --port "$gport" --workers "${GATEWAY_WORKERS:-1}" \
       --no-access-log --log-level info ${GATEWAY_ARGS:-} > /tmp/gateway.log 2>&1 < /dev/null &
   echo $! > /tmp/gateway.pid
   echo "gateway starting: pid $(cat /tmp/gateway.pid), http://127.0.0.1:$gport -> vLLM :$PORT, workers ${GATEWAY_WORKERS:-1}, log /tmp/gateway.log"

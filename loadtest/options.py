@@ -1,4 +1,4 @@
-"""The load test's command line: `lorag bench load` and `python -m loadtest.load` share these options.
+"""The load test's options: `lorag bench load` and `python -m loadtest.load` share them.
 
 Only the standard library here, so that building the lorag parser imports nothing heavy.
 """
@@ -74,21 +74,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-plots", dest="plots", action="store_false")
     out.add_argument("--gpu-price-per-hour", type=float, help="price of the server measured, for the cost table")
     out.add_argument("--traffic-per-day", type=float, default=10_000, help="requests per day, for the cost table")
-
-
-def register(bench: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `bench load` to the lorag command line."""
-    parser = bench.add_parser(
-        "load",
-        help="load test: gateway against vLLM directly (TTFT, TPOT, ITL, goodput, cost)",
-        description=USAGE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from loadtest.load import run
-
-    return run(args)

@@ -1,7 +1,8 @@
 """`lorag serve`: the gateway on uvicorn.
 
-Options override the `LORAG_*` environment (and `.env`); they are passed on as environment variables so that
-every uvicorn worker builds the same settings. Local-mode Qdrant (a directory) takes an exclusive lock, so it
+Options override the `LORAG_*` environment (and `.env`) through `GatewaySettings.from_options`; with several
+workers they also reach each worker process as `LORAG_*` variables, the only channel uvicorn gives its workers.
+Local-mode Qdrant (a directory) takes an exclusive lock, so it
 allows one worker; use a Qdrant server (LORAG_QDRANT_URL) for more.
 """
 
@@ -11,32 +12,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-# option -> settings field; each becomes LORAG_<FIELD> for the workers.
-_OVERRIDES = {
-    "host": "host",
-    "port": "port",
-    "assistants": "assistants",
-    "upstream_url": "upstream_url",
-    "qdrant_url": "qdrant_url",
-    "qdrant_path": "qdrant_path",
-    "collection": "collection",
-}
+# Options that override the gateway settings of the same name.
+_OPTIONS = ("host", "port", "assistants", "upstream_url", "qdrant_url", "qdrant_path", "collection")
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.app import create_app
     from server.assistants import ManifestError, Registry
     from server.settings import GatewaySettings
 
-    for option, field in _OVERRIDES.items():
-        value = getattr(args, option)
-        if value is not None:
-            os.environ[f"LORAG_{field.upper()}"] = str(value)
+    options = {name: getattr(args, name) for name in _OPTIONS}
     if args.no_access_log:
-        os.environ["LORAG_ACCESS_LOG"] = "false"
-    settings = GatewaySettings()
+        options["access_log"] = False
+    settings = GatewaySettings.from_options(**options)
     try:
         registry = Registry.from_file(settings.assistants)
     except ManifestError as exc:
@@ -53,16 +45,20 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        "server.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
-    )
+    run: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": args.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **run)
+        return 0
+    for name, value in options.items():
+        if value is not None:
+            os.environ[f"LORAG_{name.upper()}"] = str(value)
+    uvicorn.run("server.app:create_app", factory=True, workers=args.workers, **run)
     return 0
 
 

@@ -1,6 +1,6 @@
 """`make demo`: vLLM serving the demo kit and the gateway in front of it, until Ctrl-C.
 
-    python -m server.demo --kit build/demo-kit --qdrant-path build/qdrant
+    python -m lorag.demo --kit build/demo-kit --qdrant-path build/qdrant
 
 The demo catalog must already be ingested at --qdrant-path (`make demo` runs `lorag catalog ingest` first).
 Once the gateway answers /ready, a curl and an OpenAI-SDK example are printed; both work as printed.
@@ -20,10 +20,10 @@ import uvicorn
 from pydantic import SecretStr
 
 from adapters.demo_kit.kit import load_kit
+from lorag.launcher import Engine, kit_spec
 from retrieval.demo_catalog import demo_catalog
 from server.app import create_app
 from server.assistants import Registry
-from server.engine import Engine, kit_spec
 from server.settings import GatewaySettings
 
 ASSISTANTS = ["product-expert", "support-agent", "sales-assistant", "generic"]

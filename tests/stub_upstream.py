@@ -6,7 +6,7 @@ finish reason on the last choice chunk, a usage chunk when asked, then [DONE]). 
 (an error status, or a connection dropped mid-stream) and read what it received and which streams the client
 abandoned.
 
-    python -m loadtest.stub_upstream --port 8101 --ttft-ms 0 --tokens 16
+    python tests/stub_upstream.py --port 8101 --ttft-ms 0 --tokens 16
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`lorag catalog ingest|search` and `lorag bench retrieval`; heavy imports happen inside the handlers."""
+"""`lorag catalog ingest|search|distill-embedder`; heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+
+from retrieval.settings import RetrievalSettings
 
 MAX_ERRORS_SHOWN = 20
+# Options that override the retrieval settings of the same name.
+STORE_OPTIONS = ("qdrant_path", "qdrant_url", "store", "collection", "embedding_model", "fusion", "embedding_threads")
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from retrieval.settings import RetrievalSettings
-
-    overrides: dict[str, Any] = {}
-    for name in ("qdrant_path", "qdrant_url", "store", "collection", "embedding_model", "fusion", "embedding_threads"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return RetrievalSettings(**overrides)
+def settings_from(args: argparse.Namespace) -> RetrievalSettings:
+    """Retrieval settings: the environment and .env, overridden by the store options given on the command line."""
+    return RetrievalSettings.from_options(**{name: getattr(args, name, None) for name in STORE_OPTIONS})
 
 
 def _count_lines(path: Path) -> int:
@@ -35,7 +32,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from retrieval.loaders import PRESETS, load_mapping, read_catalog
     from retrieval.store import open_store
 
-    settings = _settings(args)
+    settings = settings_from(args)
     mapping = PRESETS[args.preset] if args.preset else load_mapping(args.mapping) if args.mapping else None
     if not args.path.is_file():
         print(f"no such file: {args.path}", file=sys.stderr)
@@ -71,7 +68,7 @@ def _search(args: argparse.Namespace) -> int:
     from retrieval.retriever import Retriever
     from retrieval.store import open_store
 
-    settings = _settings(args)
+    settings = settings_from(args)
     filters = SearchFilters(
         category=args.category,
         min_price=args.min_price,
@@ -136,7 +133,7 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Store and model failures become one line on stderr and exit status 2, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
@@ -152,13 +149,7 @@ def _reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[
     return run
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from retrieval.bench import run_bench
-
-    return run_bench(args)
-
-
-def _store_args(parser: argparse.ArgumentParser) -> None:
+def store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qdrant-path", type=Path, help="local-mode store directory (LORAG_QDRANT_PATH)")
     parser.add_argument("--qdrant-url", help="Qdrant server URL (LORAG_QDRANT_URL)")
     parser.add_argument("--store", choices=["qdrant", "edge"], help="embedded store (LORAG_STORE)")
@@ -167,11 +158,8 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-threads", type=int, help="torch CPU threads (LORAG_EMBEDDING_THREADS)")
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    bench: argparse._SubParsersAction[argparse.ArgumentParser] | None = None,
-) -> None:
-    """Add `catalog ingest|search` and `bench retrieval` to the lorag command line (into `bench` when given)."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `catalog ingest|search|distill-embedder` to the lorag command line."""
     catalog = sub.add_parser("catalog", help="load and search the product catalog").add_subparsers(
         dest="catalog_command", required=True
     )
@@ -184,8 +172,8 @@ def register(
     ing.add_argument("--recreate", action="store_true", help="drop and rebuild the collection")
     ing.add_argument("--batch-size", type=int, default=256, help="products embedded and written per batch")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
-    _store_args(ing)
-    ing.set_defaults(func=_reporting_errors(_ingest))
+    store_args(ing)
+    ing.set_defaults(func=reporting_errors(_ingest))
 
     search = catalog.add_parser("search", help="hybrid search: the facts the gateway would inject")
     search.add_argument("query")
@@ -200,8 +188,8 @@ def register(
     search.add_argument("--fusion", choices=["rrf", "dbsf"])
     search.add_argument("--facts", action="store_true", help="print the facts block as the model sees it")
     search.add_argument("--json", action="store_true")
-    _store_args(search)
-    search.set_defaults(func=_reporting_errors(_search))
+    store_args(search)
+    search.set_defaults(func=reporting_errors(_search))
 
     distill = catalog.add_parser(
         "distill-embedder", help="distil the embedding model into a static one (much faster queries on CPU)"
@@ -209,22 +197,4 @@ def register(
     distill.add_argument("--out", type=Path, default=Path("build/embedder/minilm-static"))
     distill.add_argument("--source", default="all-MiniLM-L6-v2", help="model name or directory to distil")
     distill.add_argument("--dims", type=int, default=256, help="vector size after PCA")
-    distill.set_defaults(func=_reporting_errors(_distill))
-
-    if bench is None:
-        bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
-    ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
-    ret.add_argument("--wands", type=Path, help="a WANDS checkout's dataset/ directory (converted to BEIR)")
-    ret.add_argument("--no-demo", action="store_true", help="skip the labelled demo query set")
-    ret.add_argument("--query-seed", type=int, default=20, help="seed of the labelled demo query set")
-    ret.add_argument("--write-demo-beir", type=Path, metavar="DIR", help="write the demo set in BEIR layout")
-    ret.add_argument("--latency", action="store_true", help="embed+search p50/p99 at each --concurrency")
-    ret.add_argument("--ingest", action="store_true", help="ingest throughput (products/s)")
-    ret.add_argument("--sizes", default="300", help="catalog sizes for --latency/--ingest, e.g. 300,50000")
-    ret.add_argument("--concurrency", default="1,16")
-    ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
-    ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
-    _store_args(ret)
-    ret.set_defaults(func=_reporting_errors(_bench))
+    distill.set_defaults(func=reporting_errors(_distill))

@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 import httpx
+from pydantic import Field, SecretStr
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from retrieval.settings import LoragSettings
+
+
+class AdminClientSettings(LoragSettings):
+    """Where the gateway is and the key of its admin API (LORAG_GATEWAY_URL, LORAG_ADMIN_KEY, or `.env`)."""
+
+    gateway_url: str = Field(default="http://127.0.0.1:8000", description="The gateway's base URL.")
+    admin_key: SecretStr | None = Field(default=None, description="Bearer token of the gateway's /admin API.")
 
 
 def _request(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    key = args.admin_key or os.environ.get("LORAG_ADMIN_KEY", "")
+    settings = AdminClientSettings.from_options(gateway_url=args.url, admin_key=args.admin_key)
+    key = settings.admin_key.get_secret_value() if settings.admin_key else ""
     headers = {"authorization": f"Bearer {key}"} if key else {}
+    url = settings.gateway_url.rstrip("/")
     try:
-        response = httpx.request(method, args.url.rstrip("/") + path, json=body, headers=headers, timeout=args.timeout)
+        response = httpx.request(method, url + path, json=body, headers=headers, timeout=args.timeout)
     except httpx.RequestError as exc:
-        raise SystemExit(f"cannot reach the gateway at {args.url}: {exc}") from None
+        raise SystemExit(f"cannot reach the gateway at {url}: {exc}") from None
     try:
         data = response.json()
     except ValueError:
@@ -86,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `adapters ...` to the lorag command line."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("LORAG_GATEWAY_URL", DEFAULT_URL), help="the gateway")
+    common.add_argument("--url", help="the gateway (LORAG_GATEWAY_URL, default http://127.0.0.1:8000)")
     common.add_argument("--admin-key", help="admin key (default: LORAG_ADMIN_KEY)")
     common.add_argument("--timeout", type=float, default=300, help="seconds to wait (a swap drains nothing first)")
     group = sub.add_parser("adapters", help="list, load, swap, roll back and retire adapter versions").add_subparsers(

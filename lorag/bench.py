@@ -1,0 +1,50 @@
+"""`lorag bench retrieval|load`: retrieval quality and speed, and the serving load test."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loadtest.options import USAGE, add_arguments
+from lorag.catalog import reporting_errors, settings_from, store_args
+
+
+def _retrieval(args: argparse.Namespace) -> int:
+    from retrieval.bench import run_bench
+
+    return run_bench(args, settings_from(args))
+
+
+def _load(args: argparse.Namespace) -> int:
+    from loadtest.load import run
+
+    return run(args)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `bench retrieval` and `bench load` to the lorag command line."""
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
+    ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
+    ret.add_argument("--wands", type=Path, help="a WANDS checkout's dataset/ directory (converted to BEIR)")
+    ret.add_argument("--no-demo", action="store_true", help="skip the labelled demo query set")
+    ret.add_argument("--query-seed", type=int, default=20, help="seed of the labelled demo query set")
+    ret.add_argument("--write-demo-beir", type=Path, metavar="DIR", help="write the demo set in BEIR layout")
+    ret.add_argument("--latency", action="store_true", help="embed+search p50/p99 at each --concurrency")
+    ret.add_argument("--ingest", action="store_true", help="ingest throughput (products/s)")
+    ret.add_argument("--sizes", default="300", help="catalog sizes for --latency/--ingest, e.g. 300,50000")
+    ret.add_argument("--concurrency", default="1,16")
+    ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
+    ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
+    store_args(ret)
+    ret.set_defaults(func=reporting_errors(_retrieval))
+
+    load = bench.add_parser(
+        "load",
+        help="load test: gateway against vLLM directly (TTFT, TPOT, ITL, goodput, cost)",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(load)
+    load.set_defaults(func=_load)
