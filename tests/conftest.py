@@ -23,6 +23,13 @@ from server.settings import DEFAULT_MANIFEST, GatewaySettings
 KIT_DIR = Path(os.environ.get("LORAG_KIT", "build/demo-kit"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the built kit, directly or through the engine, is an integration test."""
+    for item in items:
+        if {"kit", "engine"} & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("engine"):
+            item.add_marker(pytest.mark.integration)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

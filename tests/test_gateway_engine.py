@@ -148,9 +148,12 @@ def test_a_client_that_leaves_a_stream_stops_the_generation_in_vllm(gateway: str
         for line in response.iter_lines():
             if '"content":"' in line and '"content":""' not in line:
                 break
-    # Wait until vLLM runs nothing and its token counter holds still for 2 s, however long that takes.
+    # Wait until vLLM runs nothing and its token counter holds still for 2 s; a generation that went on to its
+    # 200 tokens ends well within the deadline on 2 cores (~5 s), so the deadline only stops a wedged engine.
     last, still = _vllm(engine, GENERATED), 0
+    deadline = time.monotonic() + 120
     while still < 4 or _vllm(engine, "vllm:num_requests_running"):
+        assert time.monotonic() < deadline, "vLLM kept generating for 120 s after the client left"
         time.sleep(0.5)
         now = _vllm(engine, GENERATED)
         last, still = now, still + 1 if now == last else 0

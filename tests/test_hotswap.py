@@ -7,6 +7,7 @@ every rule can be checked quickly; tests/test_hotswap_engine.py runs the same op
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -234,6 +235,13 @@ def _gateway(
     return serve_app(create_app(settings))
 
 
+def _wait_for(condition: Callable[[], bool], message: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.02)
+
+
 def _admin(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
 
@@ -297,8 +305,9 @@ def test_swap_rollback_and_retire(
         listing = {a["name"]: a for a in admin.get("/admin/adapters").json()["data"]}["helper"]
         states = {v["version"]: v["state"] for v in listing["versions"]}
         assert states[swapped["active"]] == "active"
-        # The boot version was unloaded once drained; rolling back reloads it from the path learnt at start-up.
-        assert "unload helper" in fake.calls
+        # The boot version is unloaded once drained, in the background; rolling back then reloads it from the
+        # path learnt at start-up.
+        _wait_for(lambda: "unload helper" in fake.calls, "the drained boot version was not unloaded")
         back = admin.post("/admin/adapters/helper/rollback").json()
         assert back["served_name"] == "helper" and fake.adapters["helper"] == str(roots / "helper-v1")
         assert _ask(admin).json()["choices"][0]["message"]["content"] == "answered by helper"
