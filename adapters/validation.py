@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.base_match import base_mismatch
+
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _HASH_CHUNK = 1 << 20
@@ -54,19 +56,8 @@ def inside_roots(path: str | Path, roots: Sequence[Path]) -> Path:
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved
-    allowed = ", ".join(str(r) for r in roots)
-    raise AdapterInvalid(f"adapter path {str(path)!r} is outside the allowed roots ({allowed})")
-
-
-def same_base(adapter_base: str, engine_bases: Sequence[str]) -> bool:
-    """Whether the adapter's `base_model_name_or_path` names the engine's model: the same hub id or path, or
-    the same last path component (a model directory copied elsewhere keeps its name)."""
-    mine = adapter_base.rstrip("/")
-    for base in engine_bases:
-        theirs = base.rstrip("/")
-        if mine == theirs or Path(mine).name == Path(theirs).name:
-            return True
-    return False
+    # The roots are the server's layout: the message names the setting, not the directories.
+    raise AdapterInvalid(f"adapter path {str(path)!r} is outside the allowed roots (LORAG_ADAPTER_ROOTS)")
 
 
 def validate_adapter(
@@ -82,7 +73,8 @@ def validate_adapter(
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
-        raise AdapterInvalid(f"{CONFIG} cannot be read: {exc}") from None
+        # The exception's text would carry the resolved path: its kind is enough for the client.
+        raise AdapterInvalid(f"{CONFIG} cannot be read ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise AdapterInvalid(f"{CONFIG} is not a JSON object")
     if config.get("peft_type") != "LORA":
@@ -95,15 +87,12 @@ def validate_adapter(
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base:
         raise AdapterInvalid(f"{CONFIG} does not name its base model (base_model_name_or_path)")
-    if engine_bases and not same_base(base, engine_bases):
-        raise AdapterInvalid(
-            f"adapter was trained on {base!r}, but the engine serves {', '.join(sorted(set(engine_bases)))}"
-        )
     weights = next((w for name in WEIGHTS if (w := _member(directory, name, roots)) is not None), None)
     if weights is None:
         raise AdapterInvalid(f"{str(path)!r} has no weights ({' or '.join(WEIGHTS)})")
-    if weights.suffix == ".safetensors":
-        _check_safetensors(weights, max_rank)
+    shapes = _check_safetensors(weights, max_rank) if weights.suffix == ".safetensors" else {}
+    if engine_bases and (why := base_mismatch(base, shapes, engine_bases)) is not None:
+        raise AdapterInvalid(f"adapter was trained on {base!r}, not on the engine's model: {why}")
     return AdapterInfo(directory, rank, base, weights, _digest(config_path, weights))
 
 
@@ -116,7 +105,7 @@ def _member(directory: Path, name: str, roots: Sequence[Path]) -> Path | None:
     return candidate.resolve()
 
 
-def _check_safetensors(weights: Path, max_rank: int) -> None:
+def _check_safetensors(weights: Path, max_rank: int) -> dict[str, list[int]]:
     """The header parses, every tensor is a LoRA A/B matrix, and no A matrix (one row per rank) is wider than
     the engine's slots: a config's `rank_pattern` can give single modules a higher rank than `r`."""
     from safetensors import SafetensorError, safe_open
@@ -126,7 +115,7 @@ def _check_safetensors(weights: Path, max_rank: int) -> None:
             names = list(tensors.keys())
             shapes = {name: tensors.get_slice(name).get_shape() for name in names}
     except (OSError, SafetensorError) as exc:
-        raise AdapterInvalid(f"the weights cannot be read: {exc}") from None
+        raise AdapterInvalid(f"the weights cannot be read ({type(exc).__name__})") from None
     if not names:
         raise AdapterInvalid("the weights file holds no tensors")
     for name, shape in shapes.items():
@@ -134,6 +123,7 @@ def _check_safetensors(weights: Path, max_rank: int) -> None:
             raise AdapterInvalid(f"tensor {name} has shape {shape}: rank above the engine's max_lora_rank {max_rank}")
         if "lora_" not in name:
             raise AdapterInvalid(f"tensor {name} is not a LoRA weight: full-weight modules are not served")
+    return {name: list(shape) for name, shape in shapes.items()}
 
 
 def _digest(config: Path, weights: Path) -> str:

@@ -2,13 +2,15 @@
 
     GatewayError                   status  type                    code
     ├── InvalidRequest              400    invalid_request_error   invalid_value (or a more precise one)
+    │   └── AdapterRefused          400    invalid_request_error   adapter_refused
     ├── Unauthorized                401    authentication_error    invalid_api_key
     ├── Forbidden                   403    permission_error        admin_disabled
     ├── ModelNotFound               404    invalid_request_error   model_not_found
     ├── BodyTooLarge                413    invalid_request_error   request_too_large
     ├── UpstreamError               502    upstream_error          upstream_error
     ├── UpstreamUnavailable         503    service_unavailable     upstream_unavailable
-    │   └── RetrievalUnavailable    503    service_unavailable     retrieval_unavailable
+    │   ├── RetrievalUnavailable    503    service_unavailable     retrieval_unavailable
+    │   └── Overloaded              503    service_unavailable     overloaded (with Retry-After)
     └── UpstreamTimeout             504    timeout_error           upstream_timeout
 
 Lower layers never leak: httpx and vLLM errors are translated in `server.upstream`, Qdrant and embedder errors in
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,11 +60,22 @@ class GatewayError(Exception):
         """The OpenAI error body."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the body."""
+        return {}
+
 
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_value"
+
+
+class AdapterRefused(InvalidRequest):
+    """An engine would not load an adapter version that passed validation: the adapter is at fault, and the
+    engine's own message (paths, stack details) stays in the gateway's log."""
+
+    code = "adapter_refused"
 
 
 class Unauthorized(GatewayError):
@@ -104,6 +118,20 @@ class RetrievalUnavailable(UpstreamUnavailable):
     code = "retrieval_unavailable"
 
 
+class Overloaded(UpstreamUnavailable):
+    """Admission control refused the request: every engine that could take it is full. Refused at once, so the
+    client may retry elsewhere or later (`Retry-After`, whole seconds) instead of queueing past its timeout."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"
@@ -142,6 +170,8 @@ def from_validation(errors: Sequence[Any]) -> InvalidRequest:
         if kind == "missing" and not field:
             messages.append("the request body is missing: send a JSON object")
             continue
+        if kind == "invalid_unicode":  # raised for the whole body; the field it found is in the context
+            field = str(error.get("ctx", {}).get("field") or field)
         params.append(field)
         if kind == "extra_forbidden":
             messages.append(f"Unrecognized request argument supplied: {field}")
@@ -167,7 +197,7 @@ def from_http(exc: StarletteHTTPException) -> GatewayError:
 
 async def _on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, headers=exc.headers() or None)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -173,14 +173,18 @@ class AdapterService:
     async def _warm(self, nodes: list[EngineNode], name: str) -> None:
         payload = {"model": name, "prompt": WARM_PROMPT, "max_tokens": 2, "temperature": 0}
         for node in nodes:
+            # The engine's answer can quote paths and internals: it goes to the log, the client gets the status.
             try:
                 response = await node.upstream.client.post("/v1/completions", json=payload, timeout=120)
             except Exception as exc:  # noqa: BLE001 - any failure means the version cannot take traffic
-                raise UpstreamError(f"warm-up of {name} on {node.url} failed: {exc!r}", code="warmup_failed") from None
-            if response.status_code != 200:
+                log.warning("warm-up of %s on %s failed: %r", name, node.url, exc)
                 raise UpstreamError(
-                    f"warm-up of {name} on {node.url} failed: {response.status_code} {response.text[:300]}",
-                    code="warmup_failed",
+                    f"warm-up of {name} on {node.url} failed ({type(exc).__name__})", code="warmup_failed"
+                ) from None
+            if response.status_code != 200:
+                log.warning("warm-up of %s on %s: %s %s", name, node.url, response.status_code, response.text[:500])
+                raise UpstreamError(
+                    f"warm-up of {name} on {node.url} failed (HTTP {response.status_code})", code="warmup_failed"
                 )
 
     async def swap(self, adapter: str, version: str | None = None, path: str | None = None) -> SwapReport:

@@ -16,6 +16,7 @@ import anyio
 import httpx
 
 from server.errors import (
+    AdapterRefused,
     BodyTooLarge,
     GatewayError,
     InvalidRequest,
@@ -86,12 +87,13 @@ def upstream_message(body: bytes) -> tuple[str, str | None]:
     return json.dumps(data)[:500], None
 
 
-def from_status(status: int, body: bytes, admin: bool = False) -> GatewayError:
-    """The gateway error for an error answer from vLLM; `admin`: to a LoRA load/unload, whose 400s and 404s
-    are the engine refusing the adapter, not the client's request being malformed."""
+# Answers to a LoRA load or unload that mean "busy" or "slow", not "this adapter cannot be served".
+_NOT_A_REFUSAL = frozenset({408, 429, 503, 504})
+
+
+def from_status(status: int, body: bytes) -> GatewayError:
+    """The gateway error for vLLM's error answer to a chat request."""
     message, param = upstream_message(body)
-    if admin and status in (400, 404, 422):
-        return UpstreamError(f"the model server refused: {message}", code="adapter_refused")
     if status in (400, 422):
         return InvalidRequest(message, param=param)
     if status == 413:
@@ -234,20 +236,36 @@ class Upstream:
 
     async def load_lora(self, name: str, path: str, timeout: float = 120.0) -> None:
         """Load an adapter under `name` (vLLM's runtime LoRA API; VLLM_ALLOW_RUNTIME_LORA_UPDATING must be on)."""
-        await self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout)
+        body = {"lora_name": name, "lora_path": path}
+        await self._call("POST", "/v1/load_lora_adapter", body, timeout, refusal=f"load {name!r}")
 
     async def unload_lora(self, name: str, timeout: float = 30.0) -> None:
-        await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name}, timeout)
+        await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name}, timeout, refusal=f"unload {name!r}")
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> httpx.Response:
-        """A light JSON call through the client; errors translated like a chat request's."""
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout: float, refusal: str | None = None
+    ) -> httpx.Response:
+        """A light JSON call through the client; errors translated like a chat request's. With `refusal` (what
+        the call does to an adapter), an error answer other than busy or slow is the engine refusing that
+        adapter: vLLM says so with 400, 404 or 500, and its message carries the adapter's absolute path and
+        internals, so it goes to the log and the client gets a 400 naming the adapter."""
         try:
             response = await self.client.request(method, path, json=body, timeout=timeout)
         except httpx.RequestError as exc:
             raise from_transport(exc) from exc
-        if response.status_code != 200:
-            raise from_status(response.status_code, response.content, admin=body is not None)
-        return response
+        status = response.status_code
+        if status == 200:
+            return response
+        if refusal is not None and status not in _NOT_A_REFUSAL:
+            log.warning(
+                "engine %s refused to %s: %s %s", self.url, refusal, status, upstream_message(response.content)[0]
+            )
+            raise AdapterRefused(
+                f"the model server refused to {refusal} (HTTP {status}): the adapter does not fit the engine's model "
+                "or LoRA settings; the gateway's log has the engine's reason",
+                param="path",
+            )
+        raise from_status(status, response.content)
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from adapters.validation import same_base
+from adapters.base_match import same_base
 from server.assistants import load_manifest
 from server.settings import GatewaySettings
 
