@@ -22,7 +22,7 @@ from retrieval.embedder import EmbedderError
 from retrieval.retriever import Hit, Retriever
 from retrieval.store import StoreError
 from server.assistants import Assistant, Registry
-from server.engines import EngineNode, EnginePool
+from server.engines import EngineNode, EnginePool, Lease
 from server.errors import GatewayError, RetrievalUnavailable, UpstreamError, UpstreamUnavailable, sse_error
 from server.hotswap import AdapterService
 from server.metrics import UNKNOWN, Metrics
@@ -130,24 +130,21 @@ class ChatService:
             return self.registry.served_name(assistant)
         return self.adapters.served_for(assistant.adapter)
 
-    async def _send(self, prepared: Prepared) -> tuple[httpx.Response, EngineNode]:
-        """Send to the best engine for the model; on an engine that is down, full or lacks the adapter, the
-        next one (nothing has reached the client yet). The engine's outstanding count is taken by the caller."""
+    async def _send(self, prepared: Prepared) -> tuple[httpx.Response, Lease]:
+        """Send to the best engine for the model that admits it; on an engine that is down, full or lacks the
+        adapter, the next one (nothing has reached the client yet). The caller releases the lease."""
         error: GatewayError | None = None
-        for node in self.pool.route(prepared.served_name):
-            node.outstanding += 1
+        tried: set[EngineNode] = set()
+        while (lease := self.pool.admit(prepared.served_name, tried)) is not None:
+            tried.add(lease.node)
             try:
-                return await node.upstream.send(prepared.payload, prepared.request_id), node
+                return await lease.node.upstream.send(prepared.payload, prepared.request_id), lease
             except GatewayError as exc:
-                node.outstanding -= 1
+                self.pool.failed(lease, prepared.served_name, exc)
                 if not _retryable(exc):
                     raise
-                if exc.code == "upstream_unavailable":  # refused the connection: down until it answers again
-                    node.mark_down(exc.message)
-                elif exc.code == "upstream_model_not_found":  # lost the adapter: the reconciler reloads it
-                    node.served.discard(prepared.served_name)
                 error = exc
-        assert error is not None
+        assert error is not None  # route() always names an engine, so the first admit leased or raised
         raise error
 
     async def _retrieve(
@@ -177,11 +174,11 @@ class ChatService:
         """A non-streamed answer: vLLM's JSON with the assistant's name and `sources`."""
         name = prepared.assistant.name
         try:
-            response, node = await self._send(prepared)
+            response, lease = await self._send(prepared)
             try:
-                answer = await node.upstream.read_json(response)
+                answer = await lease.node.upstream.read_json(response)
             finally:
-                node.outstanding -= 1
+                lease.release()
         except GatewayError as exc:
             self.metrics.errors.labels(name, str(exc.status)).inc()
             raise
@@ -198,7 +195,7 @@ class ChatService:
         before then, so the route still answers it with an HTTP error instead of an in-band one."""
         name = prepared.assistant.name
         try:
-            response, node = await self._send(prepared)
+            response, lease = await self._send(prepared)
         except GatewayError as exc:
             self.metrics.errors.labels(name, str(exc.status)).inc()
             prepared.done()
@@ -214,7 +211,7 @@ class ChatService:
         first = True
         try:
             yield b""
-            async with aclosing(node.upstream.events(response)) as events:
+            async with aclosing(lease.node.upstream.events(response)) as events:
                 async for data in events:
                     out = relay.process(data)
                     if out is None:
@@ -231,7 +228,7 @@ class ChatService:
             self.metrics.disconnects.labels(name).inc()
             raise
         finally:
-            node.outstanding -= 1
+            lease.release()
             prepared.done()
             with anyio.CancelScope(shield=True):
                 await response.aclose()

@@ -46,6 +46,15 @@ async def _admin(request: Request) -> None:
         raise Unauthorized("invalid or missing admin key (Authorization: Bearer <LORAG_ADMIN_KEY>)")
 
 
+async def _is_admin(request: Request) -> bool:
+    """Whether the request carries the admin key (routes open to all show admins more detail)."""
+    try:
+        await _admin(request)
+    except (Forbidden, Unauthorized):
+        return False
+    return True
+
+
 async def _metrics(request: Request) -> Metrics:
     return cast(Metrics, request.state.metrics)
 
@@ -65,6 +74,7 @@ async def _started(request: Request) -> float:
 AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
 AdminDep = Depends(_admin)
+IsAdminDep = Annotated[bool, Depends(_is_admin)]
 ChatDep = Annotated[ChatService, Depends(_chat)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

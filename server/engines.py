@@ -1,10 +1,13 @@
 """The vLLM engines behind the gateway, what each one serves, and which one takes a request.
 
 A request goes to an engine that holds its model (adapter version or base), the one with the fewest requests
-outstanding from this gateway. What each engine holds is observed from its `/v1/models` by the reconciler and
-updated by every load and unload the gateway makes. An engine that refuses connections is marked down and
-skipped until it answers `/v1/models` again; the chat service then tries the next engine, which is safe because
-nothing has been sent to the client yet.
+outstanding from this gateway, if admission control lets that engine take one more (server.admission). What each
+engine holds is observed from its `/v1/models` by the reconciler and updated by every load and unload the gateway
+makes. An engine that refuses connections is marked down and skipped until it answers `/v1/models` again; the
+chat service then tries the next engine, which is safe because nothing has been sent to the client yet.
+
+The pool owns this routing state: a request takes a `Lease` on an engine (`admit`), gives it back when its
+answer has ended (`Lease.release`) and reports a failed send (`failed`); nothing else edits the counts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from server.admission import AdmissionPolicy, CompletionRate, admits, retry_after
+from server.errors import GatewayError, Overloaded
 from server.settings import GatewaySettings
 from server.upstream import Upstream
 
@@ -31,9 +36,10 @@ class EngineNode:
     served: set[str] = field(default_factory=set)
     roots: dict[str, str] = field(default_factory=dict)  # served name -> path or hub id, from /v1/models
     base_roots: set[str] = field(default_factory=set)
-    outstanding: int = 0
+    outstanding: int = 0  # requests sent by this gateway and not yet ended; changed only through a Lease
     up: bool = True
     observed_at: float | None = None
+    rate: CompletionRate = field(default_factory=CompletionRate)
 
     @property
     def url(self) -> str:
@@ -65,18 +71,63 @@ class EngineNode:
         self.up = False
 
 
-class EnginePool:
-    """Every engine, with routing by model and load."""
+class Lease:
+    """One request's hold on one engine, from admission until its answer has ended (or failed)."""
 
-    def __init__(self, nodes: list[EngineNode]) -> None:
+    def __init__(self, node: EngineNode) -> None:
+        self.node = node
+        self._held = True
+        node.rate.started(node.outstanding)
+        node.outstanding += 1
+
+    def release(self, completed: bool = True) -> None:
+        """Give the engine's slot back (idempotent); `completed`: the engine did the work (it counts towards the
+        engine's measured rate), as opposed to refusing the request."""
+        if self._held:
+            self._held = False
+            self.node.outstanding -= 1
+            self.node.rate.finished(self.node.outstanding, completed)
+
+
+class EnginePool:
+    """Every engine, with routing by model and load, and admission control per engine."""
+
+    def __init__(self, nodes: list[EngineNode], policy: AdmissionPolicy | None = None) -> None:
         if not nodes:
             raise ValueError("at least one engine is needed")
         self.nodes = nodes
+        self.policy = policy or AdmissionPolicy(max_wait=0)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None) -> EnginePool:
         urls = settings.engine_urls()
-        return cls([EngineNode(Upstream.from_settings(settings, transport, url=url)) for url in urls])
+        policy = AdmissionPolicy(
+            settings.admission_max_wait, settings.admission_min_inflight, settings.admission_max_inflight
+        )
+        return cls([EngineNode(Upstream.from_settings(settings, transport, url=url)) for url in urls], policy)
+
+    def admit(self, model: str, tried: set[EngineNode]) -> Lease | None:
+        """A lease on the best engine for `model` not yet `tried` that admits one more request; None when every
+        candidate has been tried; Overloaded (503, Retry-After) when the untried ones are all full."""
+        candidates = [n for n in self.route(model) if n not in tried]
+        if not candidates:
+            return None
+        for node in candidates:
+            if admits(self.policy, node.outstanding, node.rate.per_second()):
+                return Lease(node)
+        wait = min(retry_after(self.policy, n.outstanding, n.rate.per_second()) for n in candidates)
+        raise Overloaded(
+            f"every engine serving {model!r} is at capacity: the request was not queued; retry later",
+            retry_after=wait,
+        )
+
+    def failed(self, lease: Lease, model: str, exc: GatewayError) -> None:
+        """A send through `lease` failed before anything reached the client: free the slot and learn from why."""
+        lease.release(completed=False)
+        if exc.code == "upstream_unavailable":  # refused the connection: down until it answers again
+            lease.node.mark_down(exc.message)
+        elif exc.code == "upstream_model_not_found":  # lost the adapter: the reconciler reloads it
+            lease.node.served.discard(model)
 
     async def aclose(self) -> None:
         for node in self.nodes:

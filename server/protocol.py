@@ -3,20 +3,50 @@
 A request is validated strictly: an unknown field is a 400 naming it, as OpenAI does, rather than a silent
 drop. Fields vLLM supports are forwarded as the client sent them; a few OpenAI fields that mean nothing here
 (`store`, `metadata`, `service_tier`) are accepted so standard clients work, and not forwarded.
+
+Text must be valid Unicode. JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which Python decodes into a
+string that no UTF-8 encoder, tokenizer or vLLM accepts; such a request is a 400 naming the field, before any
+part of the gateway reads it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 # Fields the gateway consumes itself (model, messages, stream) or rewrites (token limits, stream options).
 _GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"})
 _NOT_FORWARDED = frozenset({"store", "metadata", "service_tier"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+INVALID_UNICODE = "invalid_unicode"
+
+
+def reject_lone_surrogates(data: Any) -> Any:
+    """`data` unchanged, or a validation error naming a string (key or value) that holds a lone
+    surrogate. Iterative: a deeply nested body must not exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise PydanticCustomError(
+                    INVALID_UNICODE,
+                    "the text holds a lone UTF-16 surrogate (U+D800-U+DFFF), which is not valid Unicode",
+                    {"field": where or "body"},
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{where}.{key}" if where else str(key), key))
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in enumerate(value))
+    return data
 
 
 class ContentPart(BaseModel):
@@ -91,6 +121,8 @@ class ChatCompletionRequest(BaseModel):
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
+
+    _valid_unicode = model_validator(mode="before")(reject_lone_surrogates)
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> ChatCompletionRequest:

@@ -1,4 +1,9 @@
-"""What /ready checks: the engines answer and serve every assistant's model, and the catalog is searchable."""
+"""What /ready checks: the engines answer and serve every assistant's model, and the catalog is searchable.
+
+A probe only reads: it asks each engine for its model list but leaves the routing state (what each engine holds,
+whether it is up) to the reconciler and the request path, so probing never changes where requests go. The
+problems it finds name engine addresses and collections: the route shows them only to an admin.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,11 @@ class Readiness:
         problems: list[str] = []
         for node in self.chat.pool:
             try:
-                node.observe(await node.upstream.model_cards())
+                cards = await node.upstream.model_cards()
             except GatewayError as exc:
-                node.mark_down(exc.message)
                 problems.append(f"{node.url}: {exc.message}")
                 continue
-            served |= node.served
+            served |= {str(card["id"]) for card in cards}
         wanted: set[str] = set()
         for assistant in self.chat.registry:
             try:

@@ -55,6 +55,22 @@ class GatewaySettings(RetrievalSettings):
     drain_timeout: float = Field(
         default=600.0, gt=0, description="Seconds a replaced version may finish in-flight requests before unloading."
     )
+    admission_max_wait: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "Admission control: refuse a request (503 with Retry-After) when the engine's estimated wait, its "
+            "requests outstanding over its measured completion rate, would exceed this many seconds; 0 turns it off."
+        ),
+    )
+    admission_min_inflight: int = Field(
+        default=8,
+        ge=1,
+        description="Requests each engine is always admitted, also before its completion rate has been measured.",
+    )
+    admission_max_inflight: int = Field(
+        default=0, ge=0, description="A fixed cap on each engine's outstanding requests besides the wait; 0: none."
+    )
     max_lora_rank: int = Field(
         default=16, ge=1, description="The engines' --max-lora-rank: higher-rank versions are refused before loading."
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.engine
 
 Serve = Callable[[ASGIApp], AbstractContextManager[str]]
 HOLDS = {"a": ["product-expert", "support-agent"], "b": ["support-agent", "sales-assistant"]}
+
+
+ADMIN_KEY = "multi-key"
 
 
 def _spec(kit: KitModel, names: list[str]) -> EngineSpec:
@@ -62,6 +66,7 @@ def gateway(
         assistants=manifest,
         engines=[engines["a"].url, engines["b"].url],
         state_file=work / "adapters.json",
+        admin_key=SecretStr(ADMIN_KEY),  # /ready names what is missing only to an admin
     )
     with serve_app(create_app(settings)) as url:
         yield url
@@ -110,5 +115,5 @@ def test_a_stopped_engine_moves_its_traffic(gateway: str, engines: dict[str, Eng
     assert [a.status_code for a in answers] == [200] * 6  # engine b holds it too: no failed request
     lost = _ask(gateway, "product-expert")  # only engine a held it
     assert lost.status_code == 503 and lost.json()["error"]["type"] == "service_unavailable"
-    ready = httpx.get(f"{gateway}/ready", timeout=30).json()
+    ready = httpx.get(f"{gateway}/ready", timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
     assert "product-expert" in ready["checks"]["vllm"]

@@ -293,6 +293,20 @@ def test_malformed_requests_are_400_naming_the_field(client: httpx.Client, body:
     assert names in str(error["message"])
 
 
+def test_a_lone_surrogate_is_a_400_naming_the_field(client: httpx.Client) -> None:
+    """Valid JSON, invalid Unicode: it used to reach the retriever's tokenizer and end as a 500."""
+    for content in ('"How much is \\ud800 the kettle?"', '[{"type": "text", "text": "kettle \\udfff"}]'):
+        body = f'{{"model": "support-agent", "messages": [{{"role": "user", "content": {content}}}]}}'.encode()
+        response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        error = _assert_openai_error(response, 400, "invalid_request_error")
+        assert str(error["param"]).startswith("messages.0.content") and "surrogate" in str(error["message"])
+    # NUL bytes and emoji (a surrogate pair in JSON) are valid text and are answered.
+    text = '"kettle\\u0000 \\ud83d\\ude00"'
+    ok = f'{{"model": "support-agent", "max_tokens": 4, "messages": [{{"role": "user", "content": {text}}}]}}'
+    response = client.post("/v1/chat/completions", content=ok.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
 def test_invalid_json_and_missing_body_are_400(client: httpx.Client) -> None:
     bad = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert "not valid JSON" in str(_assert_openai_error(bad, 400, "invalid_request_error")["message"])
@@ -333,7 +347,9 @@ def test_an_adapter_vllm_does_not_serve_is_502_and_not_ready(client: httpx.Clien
     error = _assert_openai_error(client.post("/v1/chat/completions", json=_ask("x")), 502, "upstream_error")
     assert error["code"] == "upstream_model_not_found"
     ready = client.get("/ready")
-    assert ready.status_code == 503 and "support-agent" in ready.json()["checks"]["vllm"]
+    # Without the admin key /ready says which check fails, not what it found (models, engine addresses).
+    assert ready.status_code == 503 and ready.json()["checks"]["vllm"] == "failing"
+    assert "support-agent" not in ready.text and "127.0.0.1" not in ready.text
 
 
 def test_upstream_down_is_503(serve_app: Serve, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.deps import AdaptersDep, AdminDep, ReconcilerDep
+from server.protocol import reject_lone_surrogates
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep], tags=["admin"])
 
@@ -23,12 +24,16 @@ class RegisterRequest(BaseModel):
     path: str = Field(description="The adapter directory, inside one of LORAG_ADAPTER_ROOTS.")
     load: bool = Field(default=True, description="Load it on the adapter's engines now (ready for a fast swap).")
 
+    _valid_unicode = model_validator(mode="before")(reject_lone_surrogates)  # a path is encoded for the OS
+
 
 class SwapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(default=None, description="A registered version (short hash, or 'boot').")
     path: str | None = Field(default=None, description="Or a new version's directory: registered first.")
+
+    _valid_unicode = model_validator(mode="before")(reject_lone_surrogates)
 
     @model_validator(mode="after")
     def _one(self) -> SwapRequest:

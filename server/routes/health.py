@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from server.deps import MetricsDep, ReadinessDep
+from server.deps import IsAdminDep, MetricsDep, ReadinessDep
 from server.errors import UpstreamUnavailable
 from server.metrics import CONTENT_TYPE
 from server.readiness import OK
@@ -20,13 +20,17 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(readiness: ReadinessDep) -> JSONResponse:
-    """Readiness: 200 when vLLM serves every assistant's model and the catalog is there, else 503."""
+async def ready(readiness: ReadinessDep, admin: IsAdminDep) -> JSONResponse:
+    """Readiness: 200 when vLLM serves every assistant's model and the catalog is there, else 503. Each check
+    says "ok" or "failing"; what failed (engine addresses, missing models) only with the admin key."""
     checks = await readiness.check()
     failed = {name: problem for name, problem in checks.items() if problem != OK}
+    if not admin:
+        checks = {name: OK if problem == OK else "failing" for name, problem in checks.items()}
     if not failed:
         return JSONResponse({"status": "ready", "checks": checks})
-    error = UpstreamUnavailable("not ready: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), code="not_ready")
+    detail = "; ".join(f"{k}: {v}" for k, v in failed.items()) if admin else ", ".join(failed)
+    error = UpstreamUnavailable(f"not ready: {detail}", code="not_ready")
     return JSONResponse({**error.body(), "checks": checks}, status_code=error.status)
 
 
