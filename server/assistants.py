@@ -1,8 +1,10 @@
 """The assistants manifest (YAML) and the registry that resolves a request's `model` to an assistant.
 
 An assistant is what a client names in `model`: a LoRA adapter served by vLLM (or the base model), a persona,
-how catalog facts are retrieved and shown, sampling defaults and a cap on completion tokens. Facts are always
-rendered by `retrieval.facts`, the layout the adapters were trained on; the manifest only chooses what goes in.
+how catalog facts are retrieved and shown, and its engine options: sampling defaults, chat-template arguments
+(Qwen3's `enable_thinking`) and a cap on completion tokens, each of which a client may override unless the
+manifest says otherwise. Facts are always rendered by `retrieval.facts`, the layout the adapters were trained on;
+the manifest only chooses what goes in.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrieval.filters import SearchFilters
-from server.errors import ModelNotFound
+from server.errors import InvalidRequest, ModelNotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -66,6 +68,17 @@ class Sampling(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class ClientOverrides(BaseModel):
+    """What a client may change of the assistant's engine options. A locked option is not silently replaced: a
+    request that asks for another value is a 400 naming the field, so the client learns why it is not obeyed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sampling: bool = Field(default=True, description="Values other than the sampling defaults that are set.")
+    chat_template_kwargs: bool = Field(default=True, description="Values other than the manifest's for its keys.")
+    max_tokens: bool = Field(default=True, description="A completion limit below the cap (false: always the cap).")
+
+
 class Assistant(BaseModel):
     """One assistant of the manifest."""
 
@@ -78,6 +91,11 @@ class Assistant(BaseModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     sampling: Sampling = Field(default_factory=Sampling)
     max_tokens: int = Field(default=512, ge=1, description="Cap on completion tokens; also the default.")
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments for the model's chat template, e.g. {enable_thinking: false} for Qwen3.",
+    )
+    client_overrides: ClientOverrides = Field(default_factory=ClientOverrides)
 
     @field_validator("name", "adapter")
     @classmethod
@@ -85,6 +103,41 @@ class Assistant(BaseModel):
         if value is not None and not _NAME.match(value):
             raise ValueError(f"{value!r} is not a model name (letters, digits and ._:/- only, no spaces)")
         return value
+
+
+    def engine_fields(self, forwarded: dict[str, Any], wanted_max_tokens: int | None) -> dict[str, Any]:
+        """vLLM's request fields from the client's forwarded ones and this assistant's options: the client's
+        values win where it may override, chat-template arguments merge key by key, and the completion limit is
+        the client's up to the cap (InvalidRequest naming the field where a locked option is asked to change)."""
+        locks = self.client_overrides
+        defaults = self.sampling.defaults()
+        if not locks.sampling:
+            _refuse_changes(defaults, forwarded, prefix="")
+        fields = {**defaults, **forwarded}
+        client_kwargs = forwarded.get("chat_template_kwargs")
+        if self.chat_template_kwargs or client_kwargs is not None:
+            if not isinstance(client_kwargs, dict | None):
+                raise InvalidRequest("chat_template_kwargs: must be an object", param="chat_template_kwargs")
+            client_kwargs = client_kwargs or {}
+            if not locks.chat_template_kwargs:
+                _refuse_changes(self.chat_template_kwargs, client_kwargs, prefix="chat_template_kwargs.")
+            fields["chat_template_kwargs"] = {**self.chat_template_kwargs, **client_kwargs}
+        if not locks.max_tokens and wanted_max_tokens not in (None, self.max_tokens):
+            raise InvalidRequest(
+                f"max_tokens: this assistant always answers with up to {self.max_tokens} tokens; leave it unset",
+                param="max_tokens",
+            )
+        fields["max_completion_tokens"] = min(wanted_max_tokens or self.max_tokens, self.max_tokens)
+        return fields
+
+
+def _refuse_changes(fixed: dict[str, Any], asked: dict[str, Any], prefix: str) -> None:
+    """An InvalidRequest for the first key of `fixed` that `asked` sets to another value."""
+    for key, value in fixed.items():
+        if key in asked and asked[key] != value:
+            raise InvalidRequest(
+                f"{prefix}{key}: this assistant fixes it to {value!r}; leave it unset", param=f"{prefix}{key}"
+            )
 
 
 class Manifest(BaseModel):

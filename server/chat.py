@@ -95,14 +95,13 @@ class ChatService:
             raise
         self.metrics.requests.labels(assistant.name, stream).inc()
         try:
+            # The assistant's engine options first: a request it refuses costs no retrieval.
+            payload = assistant.engine_fields(request.forwarded(), request.requested_max_tokens())
             facts, hits, seconds = await self._retrieve(assistant, request.messages)
         except GatewayError as exc:
             self.metrics.errors.labels(assistant.name, str(exc.status)).inc()
             raise
-        payload: dict[str, Any] = {**assistant.sampling.defaults(), **request.forwarded()}
         payload["messages"] = upstream_messages(request.messages, persona=assistant.persona, facts=facts)
-        wanted = request.requested_max_tokens()
-        payload["max_completion_tokens"] = min(wanted or assistant.max_tokens, assistant.max_tokens)
         client_wants_usage = False
         if request.stream:
             options = request.stream_options.model_dump(exclude_none=True) if request.stream_options else {}

@@ -30,6 +30,9 @@ _REFERS_BACK = re.compile(
     re.IGNORECASE,
 )
 _SYSTEM_ROLES = ("system", "developer")
+# A reasoning model's thinking, when a client sends it back inside an answer's content: it weighs options and
+# names products the answer never recommended, so it is not searched as what the assistant said.
+_THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 
 
 def refers_back(text: str) -> bool:
@@ -39,7 +42,7 @@ def refers_back(text: str) -> bool:
 
 def retrieval_query(messages: Sequence[ChatMessage], context_turns: int = 2) -> str:
     """The text to search the catalog for ('' when the conversation has no user text)."""
-    turns = [(m.role, m.text().strip()) for m in messages if m.role in ("user", "assistant")]
+    turns = [(m.role, _answer(m) if m.role == "assistant" else m.text().strip()) for m in messages]
     users = [text for role, text in turns if role == "user" and text]
     if not users:
         return ""
@@ -54,6 +57,11 @@ def retrieval_query(messages: Sequence[ChatMessage], context_turns: int = 2) -> 
     if answers and parse(answers[-1]).names_product:
         return f"{answers[-1]}\n{last}"
     return f"{earlier[-1]}\n{last}" if earlier else last
+
+
+def _answer(message: ChatMessage) -> str:
+    """What an assistant turn said: its content without thinking (a separate `reasoning` field is never read)."""
+    return _THINKING.sub("", message.text()).strip()
 
 
 def shown_hits(result: RetrievalResult, config: RetrievalConfig) -> tuple[list[Hit], bool]:

@@ -1,8 +1,12 @@
 """The OpenAI wire format the gateway accepts and returns (the parts it reads; answers are relayed from vLLM).
 
-A request is validated strictly: an unknown field is a 400 naming it, as OpenAI does, rather than a silent
-drop. Fields vLLM supports are forwarded as the client sent them; a few OpenAI fields that mean nothing here
-(`store`, `metadata`, `service_tier`) are accepted so standard clients work, and not forwarded.
+Forwarding policy: the gateway validates only the fields it owns (`model`, `messages`, `stream`,
+`stream_options`, the token limits it caps, and `n`, whose choices the relay counts); every other field goes to
+vLLM exactly as the client sent it, and vLLM's own 400 comes back naming the field. An allow-list would refuse what
+current OpenAI SDKs, LangChain and vLLM's extensions send (`reasoning_effort`, `chat_template_kwargs`,
+`structured_outputs`, ...) and would lag every vLLM release; vLLM, LiteLLM and OpenRouter pass unknown fields on.
+What is wrong for any engine is still a 400 here (an unknown role, no messages, a limit below 1). A few OpenAI
+fields that mean nothing here (`store`, `metadata`, `service_tier`) are accepted and not forwarded.
 
 Text must be valid Unicode. JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which Python decodes into a
 string that no UTF-8 encoder, tokenizer or vLLM accepts; such a request is a 400 naming the field, before any
@@ -20,8 +24,6 @@ from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
-# Fields the gateway consumes itself (model, messages, stream) or rewrites (token limits, stream options).
-_GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens"})
 _NOT_FORWARDED = frozenset({"store", "metadata", "service_tier"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 INVALID_UNICODE = "invalid_unicode"
@@ -77,16 +79,18 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Read by the gateway (it always asks vLLM for usage); options it does not know are forwarded."""
+
+    model_config = ConfigDict(extra="allow")
 
     include_usage: bool | None = None
     continuous_usage_stats: bool | None = Field(default=None, description="vLLM: usage on every chunk.")
 
 
 class ChatCompletionRequest(BaseModel):
-    """POST /v1/chat/completions."""
+    """POST /v1/chat/completions: the fields the gateway owns, typed; every other field kept as sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, description="The assistant's name (GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1)
@@ -94,33 +98,9 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    # OpenAI sampling and output fields, forwarded to vLLM as given.
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Forwarded, but the relay counts the choices to know when a stream is over; 16: the gateway's cap on the
+    # work one request may ask of the engine.
     n: int | None = Field(default=None, ge=1, le=16)
-    response_format: dict[str, Any] | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    user: str | None = None
-    # vLLM's sampling extensions (the OpenAI SDK sends them in extra_body).
-    top_k: int | None = Field(default=None, ge=-1)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
-    min_tokens: int | None = Field(default=None, ge=0)
-    ignore_eos: bool | None = None
-    stop_token_ids: list[int] | None = None
-    # Accepted for compatibility, not forwarded.
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
-    service_tier: str | None = None
 
     _valid_unicode = model_validator(mode="before")(reject_lone_surrogates)
 
@@ -135,8 +115,12 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def forwarded(self) -> dict[str, Any]:
-        """The sampling and output fields the client set, as vLLM takes them."""
-        return self.model_dump(exclude_none=True, exclude_unset=True, exclude=set(_GATEWAY_FIELDS | _NOT_FORWARDED))
+        """Every field the client sent that the gateway does not own, exactly as sent. A null is left out: it
+        means "the default" in OpenAI's API, and the assistant's default must not be replaced by vLLM's."""
+        extra = {k: v for k, v in (self.model_extra or {}).items() if v is not None and k not in _NOT_FORWARDED}
+        if self.n is not None:
+            extra["n"] = self.n
+        return extra
 
 
 class Source(TypedDict):

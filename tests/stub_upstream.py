@@ -43,6 +43,8 @@ class StubConfig:
     status: int | None = None  # answer chat requests with this error status
     fail_after: int | None = None  # streams: drop the connection after this many content chunks
     error_event_after: int | None = None  # streams: send a vLLM-style error event after this many chunks
+    error_param: str | None = None  # the `param` of the error answer sent with `status`
+    replay: list[bytes] | None = None  # streams: send these SSE payloads (a recorded vLLM stream) instead
 
 
 class Stub:
@@ -79,7 +81,7 @@ class Stub:
         self.headers.append(dict(request.headers))
         config = self.config
         if config.status is not None:
-            error = {"message": f"stub failure {config.status}", "type": "BadRequestError", "param": None}
+            error = {"message": f"stub failure {config.status}", "type": "BadRequestError", "param": config.error_param}
             return JSONResponse({"error": {**error, "code": config.status}}, status_code=config.status)
         model = str(payload.get("model", config.base_model))
         if model not in {config.base_model, *config.adapters}:
@@ -87,6 +89,9 @@ class Stub:
             return JSONResponse({"error": {**error, "code": 404}}, status_code=404)
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or config.tokens
         tokens = [f"[{model}]"] + [f" tok{i}" for i in range(1, min(config.tokens, int(limit)))]
+        if payload.get("stream") and config.replay is not None:
+            events = (b"data: " + data + b"\n\n" for data in config.replay)
+            return StreamingResponse(events, media_type="text/event-stream")
         if payload.get("stream"):
             usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._stream(model, tokens, usage), media_type="text/event-stream")

@@ -183,14 +183,14 @@ def test_stream_options_need_stream() -> None:
 def test_validation_errors_name_the_field_and_never_echo_input() -> None:
     try:
         ChatCompletionRequest.model_validate(
-            {"model": "m", "messages": [{"role": "wizard", "content": "SECRET"}], "temprature": 1}
+            {"model": "m", "messages": [{"role": "wizard", "content": "SECRET"}], "max_tokens": -1}
         )
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
     error = from_validation(RequestValidationError(errors).errors())
     assert error.status == 400
     assert "messages.0.role" in error.message
-    assert "Unrecognized request argument supplied: temprature" in error.message
+    assert "max_tokens: Input should be greater than or equal to 1" in error.message
     assert "SECRET" not in error.message
     assert error.param == "messages.0.role"
 
