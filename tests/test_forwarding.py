@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -163,6 +164,13 @@ def test_the_qwen3_manifest_turns_thinking_off_for_the_shop_assistants() -> None
     shop = [a for a in registry if a.retrieval.enabled]
     assert shop and all(a.chat_template_kwargs == {"enable_thinking": False} for a in shop)
     assert all(a.engine_fields({}, None)["chat_template_kwargs"]["enable_thinking"] is False for a in shop)
+
+
+def test_the_gpu_engine_parses_qwen3s_reasoning_and_tool_calls() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["x-vllm"]["command"]
+    assert "--model=Qwen/Qwen3-8B" in command and "--reasoning-parser=qwen3" in command
+    assert "--enable-auto-tool-choice" in command and "--tool-call-parser=hermes" in command
 
 
 # --- the API tier ------------------------------------------------------------------------------------------
