@@ -8,6 +8,7 @@ none may fail, and after each swap a fresh answer must come from the new version
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,13 +20,13 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
-from adapters.demo_kit.kit import KitModel
+from adapters.demo_kit.kit import KitModel, load_kit
 from adapters.demo_kit.versions import VERSIONS
 from adapters.demo_kit.voices import VOICES
 from lorag.launcher import Engine
 from retrieval.demo_catalog import demo_catalog
 from server.app import create_app
-from tests.conftest import demo_gateway_settings
+from tests.conftest import KIT_DIR, demo_gateway_settings
 
 pytestmark = pytest.mark.engine
 
@@ -39,14 +40,22 @@ LOAD_MODELS = ["support-agent", "support-agent", "product-expert", "sales-assist
 
 
 @pytest.fixture(scope="module")
-def gateway(engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def extra_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second adapter root, for adapters made by the tests."""
+    return tmp_path_factory.mktemp("extra-adapters")
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    engine: Engine, kit: KitModel, serve_app: Serve, tmp_path_factory: pytest.TempPathFactory, extra_root: Path
+) -> Iterator[str]:
     work = tmp_path_factory.mktemp("swap")
     settings = demo_gateway_settings(
         kit,
         engine.url,
         work,
         admin_key=KEY,
-        adapter_roots=[kit.path.parent],
+        adapter_roots=[kit.path.parent, extra_root],
         state_file=work / "adapters.json",
         reconcile_interval=3600,
     )
@@ -180,3 +189,44 @@ def test_kit_version_directory_is_a_new_version(kit: KitModel) -> None:
     v2 = kit.versions["support-agent-v2"]
     assert (v2 / "adapter_config.json").is_file() and v2 != kit.adapters["support-agent"]
     assert Path(v2).is_relative_to(kit.path.parent)
+
+
+def test_the_plumbing_models_adapter_is_refused_for_the_demo_base(admin: httpx.Client) -> None:
+    """Both kit models live in directories called `base`; the plumbing (Qwen3) adapter used to go live here."""
+    plumbing = load_kit(KIT_DIR, plumbing=True)
+    before = admin.get("/admin/adapters").json()
+    for path in plumbing.adapters.values():
+        response = admin.post("/admin/adapters/support-agent/swap", json={"path": str(path)})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_adapter" and "not on the engine's model" in error["message"]
+    assert admin.get("/admin/adapters").json() == before
+    assert _answer(admin)  # the active version still answers
+
+
+def test_an_adapter_vllm_refuses_is_a_400_naming_it(admin: httpx.Client, kit: KitModel, extra_root: Path) -> None:
+    """Weights for a module SmolLM2 lacks pass the gateway's checks; vLLM refuses the load (it answered 500, and
+    its message quoted the adapter's absolute path)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = kit.adapters["support-agent"]
+    target = extra_root / "support-agent-foreign-module"
+    target.mkdir()
+    config = json.loads((source / "adapter_config.json").read_text())
+    config["target_modules"] = sorted({*config["target_modules"], "foo_proj"})
+    (target / "adapter_config.json").write_text(json.dumps(config))
+    tensors = load_file(str(source / "adapter_model.safetensors"))
+    prefix = "base_model.model.model.layers.29.self_attn.foo_proj"
+    rank, hidden = int(config["r"]), 576
+    tensors[f"{prefix}.lora_A.weight"] = torch.zeros((rank, hidden), dtype=torch.float32)
+    tensors[f"{prefix}.lora_B.weight"] = torch.zeros((hidden, rank), dtype=torch.float32)
+    save_file(tensors, str(target / "adapter_model.safetensors"))
+    before = admin.get("/admin/adapters").json()
+    response = admin.post("/admin/adapters/support-agent/swap", json={"path": str(target)})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "adapter_refused" and "'support-agent@" in error["message"]
+    assert str(extra_root) not in response.text and str(kit.path.parent.resolve()) not in response.text
+    assert admin.get("/admin/adapters").json() == before
+    assert _answer(admin)  # the active version still answers
