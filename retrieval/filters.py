@@ -1,14 +1,10 @@
-"""Search filters and their translation to Qdrant payload conditions."""
+"""Search filters and the payload keys they read (store_base turns them into store conditions)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-if TYPE_CHECKING:
-    from qdrant_client import models
 
 # Payload keys the store indexes and the filters read. Category is stored lowercased so that a filter for
 # "Kettle" finds "kettle"; the product itself keeps the shop's spelling.
@@ -42,30 +38,3 @@ class SearchFilters(BaseModel):
         if other is None:
             return self
         return self.model_copy(update=other.model_dump(exclude_none=True))
-
-
-def to_qdrant(filters: SearchFilters | None) -> models.Filter | None:
-    """The Qdrant filter for `filters` (None when nothing is constrained)."""
-    from qdrant_client import models
-
-    if filters is None:
-        return None
-    must: list[models.Condition] = []
-    if filters.category is not None:
-        category = models.MatchValue(value=filters.category.lower())
-        must.append(models.FieldCondition(key=CATEGORY, match=category))
-    if filters.min_price is not None or filters.max_price is not None:
-        must.append(
-            models.FieldCondition(
-                key=PRICE,
-                range=models.Range(
-                    gte=float(filters.min_price) if filters.min_price is not None else None,
-                    lte=float(filters.max_price) if filters.max_price is not None else None,
-                ),
-            )
-        )
-    if filters.in_stock is not None:
-        must.append(models.FieldCondition(key=IN_STOCK, match=models.MatchValue(value=filters.in_stock)))
-    if filters.tenant is not None:
-        must.append(models.FieldCondition(key=TENANT, match=models.MatchValue(value=filters.tenant)))
-    return models.Filter(must=must) if must else None
