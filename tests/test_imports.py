@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dependencies_point_one_way_and_no_package_has_a_cycle() -> None:
     lint_imports = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run(
-        [str(lint_imports), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        [str(lint_imports), str(ROOT / "pyproject.toml"), "--no-cache"],
         cwd=ROOT,
         capture_output=True,
         text=True,
