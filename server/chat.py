@@ -95,6 +95,8 @@ class ChatService:
             raise
         self.metrics.requests.labels(assistant.name, stream).inc()
         try:
+            # Admission first: a request no engine would take is refused before retrieval spends CPU on it.
+            self.pool.check(self.served_name(assistant))
             # The assistant's engine options first: a request it refuses costs no retrieval.
             payload = assistant.engine_fields(request.forwarded(), request.requested_max_tokens())
             facts, hits, seconds = await self._retrieve(assistant, request.messages)

@@ -115,11 +115,21 @@ class EnginePool:
         for node in candidates:
             if admits(self.policy, node.outstanding, node.rate.per_second()):
                 return Lease(node)
+        raise self._overloaded(model, candidates)
+
+    def _overloaded(self, model: str, candidates: list[EngineNode]) -> Overloaded:
         wait = min(retry_after(self.policy, n.outstanding, n.rate.per_second()) for n in candidates)
-        raise Overloaded(
+        return Overloaded(
             f"every engine serving {model!r} is at capacity: the request was not queued; retry later",
             retry_after=wait,
         )
+
+    def check(self, model: str) -> None:
+        """Overloaded when no engine for `model` would admit a request now; takes nothing. The chat service asks
+        before retrieval, so a refusal costs no embedding and comes in milliseconds; `admit` decides for real."""
+        candidates = self.route(model)
+        if not any(admits(self.policy, n.outstanding, n.rate.per_second()) for n in candidates):
+            raise self._overloaded(model, candidates)
 
     def failed(self, lease: Lease, model: str, exc: GatewayError) -> None:
         """A send through `lease` failed before anything reached the client: free the slot and learn from why."""

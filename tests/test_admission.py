@@ -66,6 +66,8 @@ def test_the_pool_leases_and_refuses_when_every_engine_is_full() -> None:
     first = pool.admit("m", set())
     second = pool.admit("m", set())
     assert first is not None and second is not None and {first.node, second.node} == set(nodes)
+    with pytest.raises(Overloaded):
+        pool.check("m")  # asked before retrieval: refuses without taking anything
     with pytest.raises(Overloaded) as refused:
         pool.admit("m", set())
     assert refused.value.status == 503 and refused.value.headers() == {"retry-after": "1"}
