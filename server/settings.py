@@ -82,6 +82,15 @@ class GatewaySettings(RetrievalSettings):
         url = url.rstrip("/")
         return url.removesuffix("/v1")
 
+    @field_validator("admin_key", "upstream_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Compose passes `LORAG_ADMIN_KEY: ${LORAG_ADMIN_KEY:-}` as an empty string when unset; an empty key must
+        # leave the admin API off, not open it to an empty bearer token.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("engines", "adapter_roots", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:

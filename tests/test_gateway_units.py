@@ -436,3 +436,9 @@ async def test_the_upstream_pool_is_sharded_and_used_in_turn() -> None:
     for _ in range(7):
         await transport.handle_async_request(httpx.Request("GET", "http://vllm/"))
     assert seen == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_a_blank_admin_key_leaves_the_admin_api_off() -> None:
+    settings = GatewaySettings(_env_file=None, admin_key="", upstream_api_key="  ")  # type: ignore[call-arg]
+    assert settings.admin_key is None and settings.upstream_api_key is None
+    assert GatewaySettings(_env_file=None, admin_key="k").admin_key is not None  # type: ignore[call-arg]
