@@ -173,8 +173,11 @@ def test_retire_lets_running_requests_finish_and_refuses_new_ones(admin: httpx.C
 def test_the_reconciler_restores_adapters_after_an_engine_restart(
     admin: httpx.Client, engine: Engine, kit: KitModel
 ) -> None:
-    active = {a["name"]: a for a in admin.get("/admin/adapters").json()["data"]}["support-agent"]["served_name"]
-    assert active.startswith("support-agent@")  # v2, from the swap test: not among the engine's start-up adapters
+    # v2 is active whatever ran before: a version that is not among the engine's start-up adapters.
+    swapped = admin.post("/admin/adapters/support-agent/swap", json={"path": str(kit.versions["support-agent-v2"])})
+    assert swapped.status_code == 200, swapped.text
+    active = swapped.json()["served_name"]
+    assert active.startswith("support-agent@")
     engine.stop()
     engine.start()
     served = {m["id"] for m in httpx.get(f"{engine.url}/v1/models").json()["data"]}
