@@ -104,7 +104,6 @@ class Assistant(BaseModel):
             raise ValueError(f"{value!r} is not a model name (letters, digits and ._:/- only, no spaces)")
         return value
 
-
     def engine_fields(self, forwarded: dict[str, Any], wanted_max_tokens: int | None) -> dict[str, Any]:
         """vLLM's request fields from the client's forwarded ones and this assistant's options: the client's
         values win where it may override, chat-template arguments merge key by key, and the completion limit is
@@ -196,7 +195,7 @@ class Registry:
             raise ModelNotFound(f"The model {name!r} does not exist; available: {known}", param="model")
         return assistant
 
-    def served_name(self, assistant: Assistant) -> str:
+    def boot_served_name(self, assistant: Assistant) -> str:
         """The model name to send vLLM: the adapter's, or the base model's."""
         return assistant.adapter or self.base_model
 
