@@ -49,8 +49,9 @@ class AdapterRecord(BaseModel):
         default_factory=list, description="Engine URLs that serve it; empty: every engine (learnt when first seen)."
     )
 
-    def served_name(self, version: str | None = None) -> str:
-        return self.versions[version or self.active].served_name
+    def active_served_name(self) -> str:
+        """What vLLM serves the active version as."""
+        return self.versions[self.active].served_name
 
     def wanted(self) -> list[VersionRecord]:
         """The versions engines should hold: the active one (none once retired)."""
@@ -63,7 +64,8 @@ class DesiredState(BaseModel):
     adapters: dict[str, AdapterRecord] = Field(default_factory=dict)
 
 
-def served_name(adapter: str, version: str) -> str:
+def version_served_name(adapter: str, version: str) -> str:
+    """What vLLM serves a version as: the adapter's own name for the boot version, `name@version` otherwise."""
     return adapter if version == BOOT else f"{adapter}@{version}"
 
 
@@ -103,7 +105,7 @@ def seed_boot_adapters(state: DesiredState, names: list[str]) -> bool:
     added = False
     for name in names:
         if name not in state.adapters:
-            boot = VersionRecord(version=BOOT, served_name=served_name(name, BOOT))
+            boot = VersionRecord(version=BOOT, served_name=version_served_name(name, BOOT))
             state.adapters[name] = AdapterRecord(name=name, active=BOOT, versions={BOOT: boot})
             added = True
     return added

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from retrieval.metrics import percentile
+from retrieval.scores import percentile
 
 
 async def _one(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, float]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from loadtest.record import RequestRecord
-from retrieval.metrics import percentile
+from retrieval.scores import percentile
 
 PERCENTILES = (50, 90, 99)
 METRICS = ("ttft", "tpot", "itl", "e2el")

@@ -32,7 +32,7 @@ from itertools import cycle
 from pathlib import Path
 
 from loadtest.http1 import Answer, Connection
-from retrieval.metrics import percentile as shared_percentile
+from retrieval.scores import percentile as shared_percentile
 
 HOST = "127.0.0.1"
 STUB_MODEL = "stub-model"

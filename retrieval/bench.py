@@ -25,10 +25,10 @@ from retrieval.demo_catalog import demo_catalog, synthetic_catalog
 from retrieval.embedder import Embedder
 from retrieval.ingest import IngestReport, ingest
 from retrieval.loaders import Row
-from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
 from retrieval.retriever import Retriever
+from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
 from retrieval.store import METHODS, CatalogIndex, open_store
 

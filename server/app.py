@@ -18,7 +18,7 @@ import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 
-from adapters.registry import StateFile, seed_boot_adapters
+from adapters.state import StateFile, seed_boot_adapters
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
 from retrieval.store import open_store
@@ -27,12 +27,12 @@ from server.chat import ChatService
 from server.engines import EnginePool
 from server.errors import install_handlers
 from server.hotswap import AdapterService
-from server.metrics import Metrics
 from server.middleware import RequestContext
 from server.readiness import Readiness
 from server.reconciler import Reconciler
 from server.routes import admin, chat, health, models
 from server.settings import GatewaySettings
+from server.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from server.assistants import Assistant, Registry
 from server.engines import EngineNode, EnginePool, Lease
 from server.errors import GatewayError, RetrievalUnavailable, UpstreamError, UpstreamUnavailable, sse_error
 from server.hotswap import AdapterService
-from server.metrics import UNKNOWN, Metrics
 from server.prompt import facts_block, retrieval_query, shown_hits, sources, upstream_messages
 from server.protocol import ChatCompletionRequest, ChatMessage, Source
 from server.relay import StreamRelay
+from server.telemetry import UNKNOWN, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ChatService:
         self.metrics.requests.labels(assistant.name, stream).inc()
         try:
             # Admission first: a request no engine would take is refused before retrieval spends CPU on it.
-            self.pool.check(self.served_name(assistant))
+            self.pool.check(self.current_served_name(assistant))
             # The assistant's engine options first: a request it refuses costs no retrieval.
             payload = assistant.engine_fields(request.forwarded(), request.requested_max_tokens())
             facts, hits, seconds = await self._retrieve(assistant, request.messages)
@@ -115,7 +115,7 @@ class ChatService:
             payload["stream_options"] = {**options, "include_usage": True}
         # No await from here on: the version resolved is the one counted as in use, so a swap that switches
         # after this point waits for this request before unloading it.
-        served = self.served_name(assistant)
+        served = self.current_served_name(assistant)
         payload["model"] = served
         prepared = Prepared(
             assistant, served, payload, sources(hits), request_id, started, request.stream, client_wants_usage, seconds
@@ -125,10 +125,10 @@ class ChatService:
             prepared.on_done = partial(self.adapters.release, served)
         return prepared
 
-    def served_name(self, assistant: Assistant) -> str:
+    def current_served_name(self, assistant: Assistant) -> str:
         """The model vLLM serves this assistant under now: its adapter's active version, or the base model."""
         if assistant.adapter is None or self.adapters is None:
-            return self.registry.served_name(assistant)
+            return self.registry.boot_served_name(assistant)
         return self.adapters.served_for(assistant.adapter)
 
     async def _send(self, prepared: Prepared) -> tuple[httpx.Response, Lease]:

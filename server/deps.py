@@ -15,9 +15,9 @@ from server.assistants import Registry
 from server.chat import ChatService
 from server.errors import Forbidden, Unauthorized
 from server.hotswap import AdapterService
-from server.metrics import Metrics
 from server.readiness import Readiness
 from server.reconciler import Reconciler
+from server.telemetry import Metrics
 
 
 async def _chat(request: Request) -> ChatService:

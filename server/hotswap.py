@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from adapters.registry import AdapterRecord, DesiredState, StateFile, VersionRecord, served_name
+from adapters.state import AdapterRecord, DesiredState, StateFile, VersionRecord, version_served_name
 from adapters.validation import AdapterInvalid, validate_adapter
 from server.engines import EngineNode, EnginePool
 from server.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
@@ -84,7 +84,7 @@ class AdapterService:
             return adapter
         if record.retired:
             raise ModelNotFound(f"the adapter {adapter!r} of this assistant has been retired", param="model")
-        return record.served_name()
+        return record.active_served_name()
 
     def acquire(self, name: str) -> None:
         self.inflight[name] += 1
@@ -127,7 +127,7 @@ class AdapterService:
         existing = record.versions.get(version)
         candidate = existing or VersionRecord(
             version=version,
-            served_name=served_name(record.name, version),
+            served_name=version_served_name(record.name, version),
             path=str(info.path),
             digest=info.digest,
             rank=info.rank,
@@ -147,7 +147,7 @@ class AdapterService:
         if record.engines:
             placed = [n for n in up if n.url in record.engines]
         else:
-            placed = [n for n in up if record.served_name() in n.served]
+            placed = [n for n in up if record.active_served_name() in n.served]
         if not (placed or up):
             raise GatewayError("no engine is up to load the adapter on", status=503, code="upstream_unavailable")
         return placed or up
@@ -259,7 +259,7 @@ class AdapterService:
             record = self.record(adapter)
             record.retired = True
             self._save()
-            name = record.served_name()
+            name = record.active_served_name()
             self._drain_then_unload(record, name)
             return {"adapter": adapter, "retired": True, "draining": name, "in_flight": self.inflight[name]}
 
@@ -324,7 +324,7 @@ class AdapterService:
                 {
                     "name": record.name,
                     "active": record.active,
-                    "served_name": record.served_name(),
+                    "served_name": record.active_served_name(),
                     "retired": record.retired,
                     "history": record.history,
                     "versions": versions,

@@ -45,7 +45,7 @@ class Readiness:
         wanted: set[str] = set()
         for assistant in self.chat.registry:
             try:
-                wanted.add(self.chat.served_name(assistant))
+                wanted.add(self.chat.current_served_name(assistant))
             except GatewayError:
                 continue  # retired: it answers 404 by design
         missing = sorted(wanted - served)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from adapters.registry import AdapterRecord
+from adapters.state import AdapterRecord
 from server.engines import EngineNode
 from server.errors import GatewayError
 from server.hotswap import AdapterService
@@ -82,7 +82,7 @@ class Reconciler:
     async def _converge(self, record: AdapterRecord, report: ReconcileReport) -> None:
         up = [n for n in self.service.pool if n.up]
         if record.retired:
-            name = record.served_name()
+            name = record.active_served_name()
             if self.service.inflight[name] == 0:
                 for node in [n for n in up if name in n.served]:
                     await self._unload(node, name, report)

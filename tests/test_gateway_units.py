@@ -206,7 +206,7 @@ def test_default_manifest_maps_the_demo_assistants() -> None:
         "sales-assistant": "sales-assistant",
         "generic": None,
     }
-    assert registry.served_name(registry.resolve("generic")) == registry.base_model == "smollm2-135m-instruct"
+    assert registry.boot_served_name(registry.resolve("generic")) == registry.base_model == "smollm2-135m-instruct"
     assert registry.needs_retrieval
 
 

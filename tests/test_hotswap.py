@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from adapters.registry import BOOT, DesiredState, StateFile, seed_boot_adapters
+from adapters.state import BOOT, DesiredState, StateFile, seed_boot_adapters
 from adapters.validation import AdapterInvalid, validate_adapter
 from server.app import create_app
 from server.settings import GatewaySettings
@@ -139,7 +139,7 @@ def test_state_file_round_trips_and_seeds_boot_versions(tmp_path: Path) -> None:
     assert seed_boot_adapters(state, ["helper"]) and not seed_boot_adapters(state, ["helper"])
     file.save(state)
     again = file.load()
-    assert again.adapters["helper"].active == BOOT and again.adapters["helper"].served_name() == "helper"
+    assert again.adapters["helper"].active == BOOT and again.adapters["helper"].active_served_name() == "helper"
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["adapters.json"]  # no temp file left
 
 

@@ -11,7 +11,7 @@ import pytest
 from loadtest.metrics import SLO, by_assistant, distribution, is_good, ratios, summarize
 from loadtest.record import RequestRecord, StreamRecorder, record_body
 from loadtest.report import cost, markdown
-from retrieval.metrics import percentile
+from retrieval.scores import percentile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SENT = 100.0  # the synthetic clock's reading when the request was sent

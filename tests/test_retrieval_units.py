@@ -17,10 +17,10 @@ from retrieval.demo_catalog import demo_catalog, synthetic_catalog
 from retrieval.documents import codes_in, dense_text, product_codes
 from retrieval.edge_store import EdgeCatalogStore
 from retrieval.filters import SearchFilters
-from retrieval.metrics import bootstrap_ci, mrr_at, ndcg_at, recall_at
 from retrieval.qdrant_store import CatalogStore, qdrant_filter
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import mentions, name_words, parse, price_filters
+from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, recall_at
 from retrieval.store_base import (
     METHODS,
     Between,

@@ -16,7 +16,7 @@ import httpx
 from adapters.demo_kit.data import Question, questions
 from adapters.demo_kit.voices import REFUSAL_MARK
 from retrieval.facts import format_price, format_stock
-from retrieval.metrics import percentile
+from retrieval.scores import percentile
 
 _PRICE = re.compile(r"[$€£]\s?\d|\d[\d,]*\.\d\d")
 

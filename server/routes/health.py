@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse, Response
 
 from server.deps import IsAdminDep, MetricsDep, ReadinessDep
 from server.errors import UpstreamUnavailable
-from server.metrics import CONTENT_TYPE
 from server.readiness import OK
+from server.telemetry import CONTENT_TYPE
 
 router = APIRouter()
 

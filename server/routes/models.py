@@ -15,7 +15,7 @@ router = APIRouter()
 
 def _card(chat: ChatService, assistant: Assistant) -> ModelCard:
     # root: the model vLLM serves the assistant under now (an adapter version's name after a swap).
-    return ModelCard(id=assistant.name, root=chat.served_name(assistant), parent=chat.registry.base_model)
+    return ModelCard(id=assistant.name, root=chat.current_served_name(assistant), parent=chat.registry.base_model)
 
 
 @router.get("/v1/models")
