@@ -115,7 +115,7 @@ def _search(args: argparse.Namespace) -> int:
         p = hit.product
         similarity = f"{hit.similarity:.3f}" if hit.similarity is not None else "-"
         print(
-            f"{rank}. {p.id:<12} {p.name} | {p.category} | {format_price(p.price, p.currency)} | "
+            f"{rank}. {p.id:<12} {p.name} | {p.category or '-'} | {format_price(p.price, p.currency)} | "
             f"{format_stock(p.stock)} | score {hit.score:.3f} cos {similarity}"
         )
     applied = result.filters.model_dump(exclude_none=True) if result.filters else {}

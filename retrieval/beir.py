@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,10 @@ def _product(doc: dict[str, Any]) -> Product:
         return Product.model_validate(meta["product"])
     text = str(doc.get("text", ""))
     title = str(doc.get("title") or "").strip() or text[:80].strip() or str(doc["_id"])
-    return Product(
-        id=str(doc["_id"]),
-        name=title,
-        category=str(meta.get("category") or "document"),
-        price=Decimal(0),
-        description=text,
-    )
+    # A BEIR corpus says nothing of category or price: they stay unknown, not "document" and 0, which would be
+    # embedded with every text and shown to the model as facts.
+    category = str(meta.get("category") or "").strip() or None
+    return Product(id=str(doc["_id"]), name=title, category=category, description=text)
 
 
 def load_beir(path: Path, split: str = "test") -> Dataset:

@@ -27,7 +27,7 @@ from retrieval.ingest import IngestReport, ingest
 from retrieval.loaders import Row
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
-from retrieval.retriever import Retriever
+from retrieval.retriever import Retriever, names_category
 from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
 from retrieval.store import METHODS, CatalogIndex, open_store
@@ -127,8 +127,8 @@ def _unknown_case(retriever: Retriever, text: str, truth: bool) -> UnknownCase:
     path = "code" if question.codes else "name" if question.names else "generic"
     best = max((h.similarity or 0.0 for h in result.hits), default=0.0)
     words = set(lexical.tokenize(text))
-    names_category = any(set(lexical.tokenize(h.product.category)) <= words for h in result.hits)
-    return UnknownCase(truth, result.unknown, path, best, names_category)
+    category_named = any(names_category(h.product, words) for h in result.hits)
+    return UnknownCase(truth, result.unknown, path, best, category_named)
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:

@@ -36,14 +36,14 @@ def _head(text: str, limit: int) -> str:
 def dense_text(product: Product) -> str:
     """The text embedded for a product (see the module docstring for why these fields)."""
     attrs = "; ".join(f"{k}: {v}" for k, v in list(product.attributes.items())[:DENSE_ATTRIBUTES])
-    parts = [product.name, product.category, attrs, _head(product.description, DESCRIPTION_HEAD_CHARS)]
+    parts = [product.name, product.category or "", attrs, _head(product.description, DESCRIPTION_HEAD_CHARS)]
     return ". ".join(p for p in parts if p)
 
 
 def lexical_text(product: Product) -> str:
     """The text tokenised into the sparse (BM25-style) vector."""
     attrs = " ".join(f"{k} {v}" for k, v in product.attributes.items())
-    return " ".join([product.name, product.id, product.category, attrs, product.description])
+    return " ".join([product.name, product.id, product.category or "", attrs, product.description])
 
 
 def normalize_code(code: str) -> str:

@@ -26,8 +26,10 @@ GROUNDING_RULES = (
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
 
-def format_price(price: Decimal, currency: str) -> str:
-    """$349.00 for the currencies with a common symbol, '349.00 CHF' otherwise."""
+def format_price(price: Decimal | None, currency: str) -> str:
+    """$349.00 for the currencies with a common symbol, '349.00 CHF' otherwise; 'not listed' when unknown."""
+    if price is None:
+        return "not listed"
     amount = f"{price:,.2f}"
     symbol = _SYMBOLS.get(currency)
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
@@ -44,7 +46,7 @@ def render_product(product: Product, max_attributes: int = 2) -> str:
     """One product on one line: the fields an answer may quote, most important first."""
     parts = [
         f"{product.name} (SKU {product.id})",
-        product.category,
+        *([product.category] if product.category else []),  # unknown fields are left out, never invented
         f"price {format_price(product.price, product.currency)}",
         format_stock(product.stock),
     ]

@@ -1,18 +1,22 @@
 """Read a shop's export (JSONL or CSV) into products, row by row, reporting bad rows instead of stopping.
 
-JSONL: one object per line with the Product fields (see retrieval.catalog).
+Only `id` and `name` are required (retrieval.catalog); every other field may be absent and then stays unknown.
+Text is cleaned as each row becomes a product (retrieval.cleaning), the original kept in `Product.raw`.
 
-CSV: a ColumnMapping says which column holds which field, so a shop's export loads without code changes. With
-no mapping, columns named like the fields are used (id, name, category, price, currency, stock, description,
-tenant) and every `attr:<key>` column becomes attribute <key>. A mapping file (YAML or JSON) looks like::
+A ColumnMapping says which column (CSV) or key (JSONL) holds which field, so a shop's export loads without code
+changes; it applies to every format. With no mapping, columns or keys named like the fields are used (id, name,
+category, price, currency, stock, description, tenant; JSONL also `attributes`) and every `attr:<key>` column
+becomes attribute <key>. A mapping naming a field that does not exist is refused when it is loaded. A mapping
+file (YAML or JSON) looks like::
 
     delimiter: "\\t"
     columns: {id: product_id, name: product_name, category: product_class, description: product_description}
     attribute_columns: [category_hierarchy]      # each becomes an attribute named after its column
     features: {column: product_features, item_separator: "|", pair_separator: ":"}
-    defaults: {price: "0", category: uncategorized}   # used when a column is absent or its cell empty
+    defaults: {currency: EUR}     # used when a column is absent or its cell empty
 
-`--preset wands` is that mapping for the WANDS product.csv layout (which has no prices, hence price 0).
+A default price of 0 for a catalog without prices would be a false fact; leave the price out instead and the
+facts block says "price not listed". `--preset wands` is the mapping for the WANDS product.csv layout.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retrieval.catalog import Product
+from retrieval.cleaning import clean_row
 
 FIELDS = ("id", "name", "category", "price", "currency", "stock", "description", "tenant")
 ATTRIBUTE_PREFIX = "attr:"
@@ -55,6 +60,14 @@ class ColumnMapping(BaseModel):
     features: FeaturesColumn | None = None
     defaults: dict[str, str] = Field(default_factory=dict, description="Product field -> value if the cell is empty.")
 
+    @field_validator("columns", "defaults")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"no product field {', '.join(unknown)} (fields: {', '.join(FIELDS)})")
+        return value
+
     def column_for(self, field: str) -> str:
         """The column holding `field` (the field's own name unless mapped)."""
         return self.columns.get(field, field)
@@ -71,7 +84,6 @@ PRESETS: dict[str, ColumnMapping] = {
         },
         attribute_columns=["category_hierarchy"],
         features=FeaturesColumn(column="product_features", item_separator="|", pair_separator=":"),
-        defaults={"price": "0", "category": "uncategorized"},
     ),
 }
 
@@ -117,13 +129,13 @@ def _validate(line: int, data: dict[str, Any]) -> Row | RowError:
     raw_id = data.get("id")
     product_id = raw_id.strip() if isinstance(raw_id, str) and raw_id.strip() else None
     try:
-        return Row(line, Product.model_validate(data))
+        return Row(line, Product.model_validate(clean_row(data)))
     except ValidationError as exc:
         return RowError(line, _describe(exc), product_id)
 
 
-def read_jsonl(path: Path) -> Iterator[Row | RowError]:
-    """Products of a JSON-lines file; blank lines are skipped."""
+def read_jsonl(path: Path, mapping: ColumnMapping | None = None) -> Iterator[Row | RowError]:
+    """Products of a JSON-lines file, mapped key by key when a mapping is given; blank lines are skipped."""
     with path.open(encoding="utf-8") as fh:
         for line_no, text in enumerate(fh, start=1):
             if not text.strip():
@@ -136,7 +148,16 @@ def read_jsonl(path: Path) -> Iterator[Row | RowError]:
             if not isinstance(data, dict):
                 yield RowError(line_no, f"expected a JSON object, got {type(data).__name__}")
                 continue
-            yield _validate(line_no, data)
+            yield _validate(line_no, _object_data(data, mapping) if mapping else data)
+
+
+def _object_data(obj: dict[str, Any], mapping: ColumnMapping) -> dict[str, Any]:
+    """A JSON object's product fields through a mapping: scalars as text, so both formats map alike."""
+    record = {k: None if v is None else v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
+    data = _row_data(record, mapping)
+    if isinstance(obj.get("attributes"), dict):
+        data["attributes"] = {**{str(k): str(v) for k, v in obj["attributes"].items()}, **data["attributes"]}
+    return data
 
 
 def _cell(record: dict[str, str | None], column: str) -> str | None:
@@ -200,7 +221,7 @@ def read_csv(path: Path, mapping: ColumnMapping | None = None) -> Iterator[Row |
 def read_catalog(path: Path, mapping: ColumnMapping | None = None) -> Iterator[Row | RowError]:
     """Rows of a catalog file: JSONL by extension (.jsonl/.ndjson), CSV/TSV otherwise."""
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        return read_jsonl(path)
+        return read_jsonl(path, mapping)
     if mapping is None and path.suffix.lower() == ".tsv":
         mapping = ColumnMapping(delimiter="\t")
     return read_csv(path, mapping)

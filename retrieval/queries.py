@@ -110,6 +110,8 @@ def _attribute_query(rng: random.Random, catalog: list[Product], product: Produc
     if not features:
         return None
     chosen = rng.sample(features, k=min(len(features), rng.choice([1, 2])))
+    if product.price is None:  # the demo catalog prices every product; a price bound needs one
+        return None
     bound = _round_up(product.price * Decimal("1.15"), 10 if product.price < 200 else 50)
     with_price = rng.random() < 0.6
     words = " ".join(f for _, _, f in chosen)
@@ -129,7 +131,7 @@ def _attribute_query(rng: random.Random, catalog: list[Product], product: Produc
         if p.category != product.category:
             continue
         matched = sum(p.attributes.get(k) == v for k, v, _ in chosen)
-        cheap = not with_price or p.price <= bound
+        cheap = not with_price or (p.price is not None and p.price <= bound)
         if matched == len(chosen) and cheap:
             relevance[p.id] = 2
         elif matched == len(chosen) or (cheap and matched == len(chosen) - 1 and len(chosen) > 1):

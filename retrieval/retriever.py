@@ -25,10 +25,10 @@ import numpy as np
 
 from retrieval import lexical
 from retrieval.catalog import Product
-from retrieval.documents import product_codes
+from retrieval.documents import lexical_text, product_codes
 from retrieval.embedder import Embedder
 from retrieval.filters import SearchFilters
-from retrieval.question import Question, mentions, parse
+from retrieval.question import Question, content_words, covers, mentions, parse
 from retrieval.settings import Fusion, RetrievalSettings
 from retrieval.store import CatalogIndex, Method, StoredHit
 
@@ -135,17 +135,26 @@ class Retriever:
             hits, unknown, reason = self._by_code(question, hits, filters, top_k)
         elif question.names:
             named = [h for h in hits if mentions(question.names, _name_text(h.product))]
-            unknown = not named
+            # A hit holding every word of the question (typos, split compounds) is the product asked for, whatever
+            # the capitals suggested.
+            unknown = not named and not self._covered(query, hits)
             reason = f"no product named {' '.join(question.names)!r}" if unknown else ""
             hits = _first(named, hits)
         else:
             hits = hits[:top_k]
             words = set(lexical.tokenize(query))
-            names_category = any(set(lexical.tokenize(h.product.category)) <= words for h in hits)
+            category_named = any(names_category(h.product, words) for h in hits)
             best = max((h.similarity or 0.0 for h in hits), default=0.0)
-            unknown = not names_category and best < self.unknown_min_similarity
+            # The lexical side first: a misspelt "bath sinnk" has a low similarity but a hit holding its words.
+            unknown = not category_named and best < self.unknown_min_similarity and not self._covered(query, hits)
             reason = f"best similarity {best:.2f} < {self.unknown_min_similarity:.2f}" if unknown else ""
         return RetrievalResult(hits[:top_k], unknown, reason, applied)
+
+    @staticmethod
+    def _covered(query: str, hits: list[Hit]) -> bool:
+        """Whether one of the hits holds every content word of the question (see question.covers)."""
+        words = content_words(query)
+        return any(covers(words, lexical_text(h.product)) for h in hits)
 
     def _by_code(
         self, question: Question, hits: list[Hit], filters: SearchFilters | None, top_k: int
@@ -176,7 +185,13 @@ def _first(preferred: list[Hit], hits: list[Hit]) -> list[Hit]:
 
 
 def _name_text(product: Product) -> str:
-    return " ".join([product.name, product.category, *product.attributes.values()])
+    return " ".join([product.name, product.category or "", *product.attributes.values()])
+
+
+def names_category(product: Product, words: set[str]) -> bool:
+    """Whether the question's words include all of the product's (known) category."""
+    terms = set(lexical.tokenize(product.category or ""))
+    return bool(terms) and terms <= words
 
 
 def _cosine(query: np.ndarray, vector: np.ndarray | None) -> float | None:

@@ -85,11 +85,14 @@ def point_payload(product: Product, index_hash: str) -> dict[str, Any]:
     payload: dict[str, Any] = {
         PRODUCT: product.model_dump(mode="json"),
         keys.PRODUCT_ID: product.id,
-        keys.CATEGORY: product.category.lower(),
-        keys.PRICE: float(product.price),
         keys.CODES: product_codes(product),
         INDEX_HASH: index_hash,
     }
+    # Unknown category or price: no indexed copy, so a category or price filter never matches the product.
+    if product.category is not None:
+        payload[keys.CATEGORY] = product.category.lower()
+    if product.price is not None:
+        payload[keys.PRICE] = float(product.price)
     if product.in_stock is not None:
         payload[keys.IN_STOCK] = product.in_stock
     if product.tenant is not None:
