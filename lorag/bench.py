@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("--queries", type=int, default=200, help="queries per latency run")
     ret.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
+    ret.add_argument("--fusion", choices=["rrf", "dbsf"], help="fusion of the full retrieve path (LORAG_FUSION)")
     store_args(ret)
     ret.set_defaults(func=reporting_errors(_retrieval))
 

@@ -49,7 +49,7 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
 
 
-def _stem(token: str) -> str:
+def stem(token: str) -> str:
     """Strip an English plural ('grinders' -> 'grinder', 'presses' -> 'press'); leave codes and numbers."""
     if not token.isalpha() or len(token) <= 3:
         return token
@@ -69,7 +69,7 @@ def tokenize(text: str) -> list[str]:
         parts = _PARTS.findall(token)
         if len(parts) > 1:
             terms.append(token)
-        terms.extend(_stem(part) for part in parts if part not in STOPWORDS)
+        terms.extend(stem(part) for part in parts if part not in STOPWORDS)
     return terms
 
 

@@ -6,10 +6,18 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from retrieval.documents import CODE, codes_in
+from retrieval.documents import CODE, normalize_code
 from retrieval.filters import SearchFilters
-from retrieval.lexical import STOPWORDS
+from retrieval.lexical import STOPWORDS, stem
 
+# Sizes and dimensions are not model codes: "48'x34'", "18 x 24", "2x4". The "x" and what follows go.
+_DIMENSION = re.compile(r"\d(?:\.\d+)?\s*(?:'|\"|in\.?|ft\.?|cm|mm)?\s*[xX×]\s*\d")
+# Letters that, written straight before a number, name a unit or a standard size rather than a model: bulb shapes
+# and bases (MR16, GU10, PAR38, BR30), wire and pipe sizes (AWG12, SCH40), R-values, pack and volume counts.
+_SIZE_PREFIXES = frozenset(
+    "X R MR GU PAR BR AWG SCH CAT NO SZ SIZE PK PACK QT GAL OZ LB LBS FT IN MM CM KW BTU HP AMP GPM PSI".split()
+)
+_BULB_BASE = re.compile(r"[Ee](?:1[0-7]|2[67]|39|40)")  # Edison screw bases: E12, E26, E39
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&]+")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n)\s*[\"'(]*([A-Za-z][\w'&-]*)")
 
@@ -52,22 +60,40 @@ def price_filters(text: str) -> SearchFilters | None:
     return SearchFilters(max_price=_amount(under, 1) if under else None, min_price=_amount(over, 1) if over else None)
 
 
+def question_codes(text: str) -> set[str]:
+    """Normalised model codes and SKUs in a question; sizes, dimensions and units are not codes."""
+    codes = set()
+    for m in CODE.finditer(text):
+        before = text[max(0, m.start() - 8) : m.start() + 2]
+        letters = re.match(r"[A-Za-z]+", m.group(0))
+        is_unit = "-" not in m.group(0) and letters is not None and letters.group(0).upper() in _SIZE_PREFIXES
+        if _DIMENSION.search(before) or is_unit or _BULB_BASE.fullmatch(m.group(0)):
+            continue
+        codes.add(normalize_code(m.group(0)))
+    return codes
+
+
 def name_words(text: str) -> tuple[str, ...]:
-    """Capitalised words not opening a sentence and not function words: likely brand or series names."""
+    """Capitalised words not opening a sentence and not function words: likely brand or series names.
+
+    In a question written all in capitals or Title Case ("GE Cook Top", "Bath Sink Faucet"), as shoppers type
+    into search boxes, capitals say nothing: it names nothing by capitals alone.
+    """
     text = CODE.sub(lambda m: " " * len(m.group(0)), text)  # "ESP" of "ESP-1042" is a code, not a name
     openers = {m.start(1) for m in _SENTENCE_START.finditer(text)}
-    names = []
+    names, lower = [], 0
     for m in _WORD.finditer(text):
         word = m.group(0)
-        if m.start() in openers or not word[0].isupper() or word.lower() in STOPWORDS or len(word) < 3:
-            continue
-        names.append(word)
-    return tuple(dict.fromkeys(names))
+        if not word[0].isupper():
+            lower += 1
+        elif m.start() not in openers and word.lower() not in STOPWORDS and len(word) >= 3:
+            names.append(word)
+    return tuple(dict.fromkeys(names)) if lower else ()
 
 
 def parse(text: str) -> Question:
     """Read codes, names and price bounds out of a question."""
-    return Question(text, frozenset(codes_in(text)), name_words(text), price_filters(text))
+    return Question(text, frozenset(question_codes(text)), name_words(text), price_filters(text))
 
 
 def _edits(a: str, b: str) -> int:
@@ -87,6 +113,28 @@ def _edits(a: str, b: str) -> int:
 def _similar(a: str, b: str) -> bool:
     # One typo ("Velora", "Lmua", "Blt") still names the product; two-letter words must match exactly.
     return a == b or (min(len(a), len(b)) >= 3 and abs(len(a) - len(b)) <= 1 and _edits(a, b) <= 1)
+
+
+def content_words(text: str) -> tuple[str, ...]:
+    """The words of a question that say what is wanted: lower-cased, stemmed, function words dropped."""
+    words = (w.lower() for w in _WORD.findall(text))
+    return tuple(dict.fromkeys(stem(w) for w in words if w not in STOPWORDS))
+
+
+def covers(words: tuple[str, ...], text: str) -> bool:
+    """Whether `text` holds every one of `words` (stemmed), a typo allowed in words of five letters or more, and
+    split compounds joined ("cook top" is "cooktop"). What the lexical side knows before similarity is asked."""
+    if not words:
+        return False
+    vocabulary = {stem(w.lower()) for w in _WORD.findall(text)}
+    joined = {a + b for a, b in zip(words, words[1:], strict=False)}
+    compounds = {v for v in vocabulary if v in joined}
+    for word in words:
+        if word in vocabulary or any(word in c for c in compounds):
+            continue
+        if len(word) < 5 or not any(_similar(word, v) for v in vocabulary):
+            return False
+    return True
 
 
 def mentions(words: tuple[str, ...], text: str) -> bool:
