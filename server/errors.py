@@ -7,10 +7,12 @@
     ├── Forbidden                   403    permission_error        admin_disabled
     ├── ModelNotFound               404    invalid_request_error   model_not_found
     ├── BodyTooLarge                413    invalid_request_error   request_too_large
+    ├── RateLimited                 429    rate_limit_error        rate_limit_exceeded, ... (with Retry-After)
     ├── UpstreamError               502    upstream_error          upstream_error
     ├── UpstreamUnavailable         503    service_unavailable     upstream_unavailable
     │   ├── RetrievalUnavailable    503    service_unavailable     retrieval_unavailable
-    │   └── Overloaded              503    service_unavailable     overloaded (with Retry-After)
+    │   ├── Overloaded              503    service_unavailable     overloaded (with Retry-After)
+    │   └── StateUnwritable         503    service_unavailable     state_unwritable
     └── UpstreamTimeout             504    timeout_error           upstream_timeout
 
 Lower layers never leak: httpx and vLLM errors are translated in `server.upstream`, Qdrant and embedder errors in
@@ -102,6 +104,21 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RateLimited(GatewayError):
+    """A key went over one of its limits (server.limits); `code` says which, `Retry-After` when to come back."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
@@ -130,6 +147,12 @@ class Overloaded(UpstreamUnavailable):
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": str(self.retry_after)}
+
+
+class StateUnwritable(UpstreamUnavailable):
+    """The adapters' state file could not be written (disk full, permissions): the operation was undone."""
+
+    code = "state_unwritable"
 
 
 class UpstreamTimeout(GatewayError):

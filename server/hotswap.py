@@ -13,17 +13,17 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from adapters.state import AdapterRecord, DesiredState, StateFile, VersionRecord, version_served_name
+from adapters.state import AdapterRecord, DesiredState, StateError, StateFile, VersionRecord, version_served_name
 from adapters.validation import AdapterInvalid, validate_adapter
 from server.engines import EngineNode, EnginePool
-from server.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
+from server.errors import GatewayError, InvalidRequest, ModelNotFound, StateUnwritable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,13 @@ class AdapterService:
             await self._load_everywhere(record, candidate)
         loaded = time.perf_counter()
         if existing is None:
-            record.versions[version] = candidate
-            self._save()
+            try:
+                self._commit(record, lambda: record.versions.__setitem__(version, candidate))
+            except StateUnwritable:
+                if load:  # nothing may change: the engines drop the version again too
+                    for node in self.pool.holders(candidate.served_name):
+                        await self._unload(node, candidate.served_name)
+                raise
         return candidate, validated - began, loaded - validated
 
     def _targets(self, record: AdapterRecord) -> list[EngineNode]:
@@ -211,10 +216,7 @@ class AdapterService:
             record = self.record(adapter)
             if not record.history:
                 raise InvalidRequest(f"{adapter!r} has no earlier version to roll back to", param="name")
-            report = await self._switch(record, record.versions[record.history[-1]], began, history=False)
-            record.history.pop()
-            self._save()
-            return report
+            return await self._switch(record, record.versions[record.history[-1]], began, history=False)
 
     async def _switch(self, record: AdapterRecord, target: VersionRecord, began: float, history: bool) -> SwapReport:
         old = record.versions[record.active]
@@ -234,10 +236,21 @@ class AdapterService:
         warmed = time.perf_counter()
         # The switch: from here on every new request resolves to the new served name.
         was_retired = record.retired
-        if history and not was_retired:
-            record.history = [*record.history, record.active][-MAX_HISTORY:]
-        record.active, record.retired = target.version, False
-        self._save()
+
+        def switch() -> None:
+            if history and not was_retired:
+                record.history = [*record.history, record.active][-MAX_HISTORY:]
+            elif not history:
+                record.history = record.history[:-1]  # a rollback consumes the entry it went back to
+            record.active, record.retired = target.version, False
+
+        try:
+            self._commit(record, switch)
+        except StateUnwritable:
+            if target.version != old.version:
+                for node in nodes:
+                    await self._unload(node, target.served_name)
+            raise
         report = SwapReport(
             adapter=record.name,
             active=target.version,
@@ -257,8 +270,7 @@ class AdapterService:
         """New requests get 404; running ones finish; then the active version is unloaded everywhere."""
         async with self.lock(adapter):
             record = self.record(adapter)
-            record.retired = True
-            self._save()
+            self._commit(record, lambda: setattr(record, "retired", True))
             name = record.active_served_name()
             self._drain_then_unload(record, name)
             return {"adapter": adapter, "retired": True, "draining": name, "in_flight": self.inflight[name]}
@@ -296,8 +308,20 @@ class AdapterService:
             task.cancel()
         await asyncio.gather(*list(self._drains), return_exceptions=True)
 
-    def _save(self) -> None:
-        self.state_file.save(self.state)
+    def _commit(self, record: AdapterRecord, change: Callable[[], None]) -> None:
+        """Apply `change` to `record` and write the state file; if the file cannot be written (disk full, no
+        permission), undo the change so memory and disk still agree, and refuse with StateUnwritable (503)."""
+        before = record.model_copy(deep=True)
+        change()
+        try:
+            self.state_file.save(self.state)
+        except StateError as exc:
+            for name in AdapterRecord.model_fields:
+                setattr(record, name, getattr(before, name))
+            log.error("adapter %s: change refused, state file not written: %s", record.name, exc)
+            raise StateUnwritable(
+                "the adapters' state file could not be written; nothing was changed (see the gateway's log)"
+            ) from None
 
     def describe(self) -> list[dict[str, Any]]:
         """Every adapter and its versions, with served names, state, load time and requests served."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from adapters.state import AdapterRecord
+from adapters.state import AdapterRecord, StateError
 from server.engines import EngineNode
 from server.errors import GatewayError
 from server.hotswap import AdapterService
@@ -38,6 +38,7 @@ class Reconciler:
         self.service = service
         self.interval = interval
         self.last: ReconcileReport | None = None
+        self._unsaved = False  # learnt state the file could not take yet
 
     async def run_forever(self) -> None:
         while True:
@@ -61,10 +62,22 @@ class Reconciler:
         for record in list(self.service.state.adapters.values()):
             async with self.service.lock(record.name):
                 await self._converge(record, report)
-        if learnt:
-            self.service.state_file.save(self.service.state)
+        if learnt or self._unsaved:
+            self._save()
+        if self._unsaved:
+            report.problems.append("the adapters' state file could not be written (see the gateway's log)")
         self.last = report
         return report
+
+    def _save(self) -> None:
+        """Write what was learnt (boot paths, placement). These are observations, not an operator's change: if the
+        file cannot be written they stay in memory, the pass goes on, and the next pass writes them again."""
+        try:
+            self.service.state_file.save(self.service.state)
+            self._unsaved = False
+        except StateError as exc:
+            log.error("reconciler: %s (kept in memory, written again on the next pass)", exc)
+            self._unsaved = True
 
     def _learn_boot_paths(self) -> bool:
         learnt = False
@@ -113,7 +126,7 @@ class Reconciler:
             seen = [n.url for n in up if names & n.served]
             if seen != record.engines:
                 record.engines = seen
-                self.service.state_file.save(self.service.state)
+                self._save()
         if record.engines:
             return [n for n in up if n.url in record.engines]
         return up
