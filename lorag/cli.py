@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorag import admin, bench, catalog, engine, kit, serve
+from lorag import admin, bench, catalog, engine, keys, kit, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     serve.register(sub)
     admin.register(sub)
+    keys.register(sub)
     return parser
 
 

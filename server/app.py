@@ -27,6 +27,8 @@ from server.chat import ChatService
 from server.engines import EnginePool
 from server.errors import install_handlers
 from server.hotswap import AdapterService
+from server.keys import KeyRing
+from server.limits import Gate
 from server.middleware import RequestContext
 from server.readiness import Readiness
 from server.reconciler import Reconciler
@@ -49,6 +51,7 @@ class State(TypedDict):
     retriever: Retriever | None
     chat: ChatService
     readiness: Readiness
+    gate: Gate
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -62,6 +65,12 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         registry = Registry.from_file(settings.assistants)
+        inline_keys = settings.api_keys.get_secret_value() if settings.api_keys else None
+        keys = KeyRing(settings.api_keys_file, inline_keys)
+        if not keys.enabled:
+            log.warning(
+                "NO API KEYS CONFIGURED: the chat API is open to anyone who reaches this port (see LORAG_API_KEYS_FILE)"
+            )
         metrics = Metrics()
         state_file = StateFile(settings.state_file)
         state = state_file.load()
@@ -114,6 +123,7 @@ def _lifespan(
                 retriever=retriever,
                 chat=service,
                 readiness=Readiness(service, retriever),
+                gate=Gate(keys, registry, metrics),
             )
 
     return lifespan

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,6 +46,26 @@ class RetrievalConfig(BaseModel):
     )
     context_turns: int = Field(
         default=2, ge=0, le=10, description="Earlier user turns searched for the product an 'it' refers to."
+    )
+    on_failure: Literal["fail", "degrade"] = Field(
+        default="fail",
+        description=(
+            "When the catalog store fails: `fail` answers 503 retrieval_unavailable; `degrade` answers with an empty "
+            "facts block, `sources: []` and `x-lorag-retrieval: skipped`."
+        ),
+    )
+
+
+class RequestLimits(BaseModel):
+    """Caps on what one request to this assistant may carry (checked by server.limits; unset: only the global ones)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int | None = Field(default=None, ge=1, description="Largest request body (413 above).")
+    max_messages: int | None = Field(default=None, ge=1, description="Most messages in a request (400 above).")
+    max_message_chars: int | None = Field(default=None, ge=1, description="Longest message text (400 above).")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Largest max_tokens a client may ask (400 above; unset: capped silently)."
     )
 
 
@@ -96,6 +116,7 @@ class Assistant(BaseModel):
         description="Arguments for the model's chat template, e.g. {enable_thinking: false} for Qwen3.",
     )
     client_overrides: ClientOverrides = Field(default_factory=ClientOverrides)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
 
     @field_validator("name", "adapter")
     @classmethod

@@ -49,12 +49,19 @@ class Prepared:
     client_wants_usage: bool
     retrieval_seconds: float | None
     on_done: Callable[[], None] | None = field(default=None, repr=False)
+    on_usage: Callable[[Any], None] | None = field(default=None, repr=False)  # vLLM's usage, for token limits
+    retrieval_skipped: bool = False  # the store failed and the assistant's policy is to answer without facts
 
     def done(self) -> None:
         """The request is over (answered, failed or abandoned): it no longer holds its adapter version."""
         if self.on_done is not None:
             on_done, self.on_done = self.on_done, None
             on_done()
+
+    def usage(self, usage: Any) -> None:
+        """vLLM's token counts of the answer, once known."""
+        if self.on_usage is not None:
+            self.on_usage(usage)
 
 
 def _retryable(exc: GatewayError) -> bool:
@@ -63,6 +70,11 @@ def _retryable(exc: GatewayError) -> bool:
     return isinstance(exc, UpstreamUnavailable) or (
         isinstance(exc, UpstreamError) and exc.code == "upstream_model_not_found"
     )
+
+
+def _count_usage(metrics: Metrics, name: str, prepared: Prepared, usage: Any) -> None:
+    metrics.usage(name, usage)
+    prepared.usage(usage)
 
 
 class ChatService:
@@ -99,7 +111,14 @@ class ChatService:
             self.pool.check(self.current_served_name(assistant))
             # The assistant's engine options first: a request it refuses costs no retrieval.
             payload = assistant.engine_fields(request.forwarded(), request.requested_max_tokens())
-            facts, hits, seconds = await self._retrieve(assistant, request.messages)
+            skipped = False
+            try:
+                facts, hits, seconds = await self._retrieve(assistant, request.messages)
+            except RetrievalUnavailable:
+                if assistant.retrieval.on_failure != "degrade":
+                    raise
+                # An empty facts block, not none: the adapters were trained to refuse what the block lacks.
+                facts, hits, seconds, skipped = facts_block([], unknown=False), [], None, True
         except GatewayError as exc:
             self.metrics.errors.labels(assistant.name, str(exc.status)).inc()
             raise
@@ -120,6 +139,7 @@ class ChatService:
         prepared = Prepared(
             assistant, served, payload, sources(hits), request_id, started, request.stream, client_wants_usage, seconds
         )
+        prepared.retrieval_skipped = skipped
         if self.adapters is not None and assistant.adapter is not None:
             self.adapters.acquire(served)
             prepared.on_done = partial(self.adapters.release, served)
@@ -188,6 +208,7 @@ class ChatService:
         answer["model"] = name
         answer["sources"] = prepared.sources
         self.metrics.usage(name, answer.get("usage"))
+        prepared.usage(answer.get("usage"))
         self.metrics.latency.labels(name, "false").observe(time.perf_counter() - prepared.started)
         return answer
 
@@ -207,7 +228,7 @@ class ChatService:
             sources=prepared.sources,
             choices=int(prepared.payload.get("n") or 1),
             client_wants_usage=prepared.client_wants_usage,
-            on_usage=partial(self.metrics.usage, name),
+            on_usage=partial(_count_usage, self.metrics, name, prepared),
         )
         first = True
         try:

@@ -15,6 +15,8 @@ from server.assistants import Registry
 from server.chat import ChatService
 from server.errors import Forbidden, Unauthorized
 from server.hotswap import AdapterService
+from server.keys import KeyRecord
+from server.limits import Gate
 from server.readiness import Readiness
 from server.reconciler import Reconciler
 from server.telemetry import Metrics
@@ -55,6 +57,15 @@ async def _is_admin(request: Request) -> bool:
     return True
 
 
+async def _gate(request: Request) -> Gate:
+    return cast(Gate, request.state.gate)
+
+
+async def _key(request: Request) -> KeyRecord | None:
+    """The chat API key the request carries (401 without a valid one); None when no keys are configured."""
+    return cast(Gate, request.state.gate).authenticate(request.headers.get("authorization", ""))
+
+
 async def _metrics(request: Request) -> Metrics:
     return cast(Metrics, request.state.metrics)
 
@@ -75,6 +86,8 @@ AdaptersDep = Annotated[AdapterService, Depends(_adapters)]
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
 AdminDep = Depends(_admin)
 IsAdminDep = Annotated[bool, Depends(_is_admin)]
+GateDep = Annotated[Gate, Depends(_gate)]
+KeyDep = Annotated[KeyRecord | None, Depends(_key)]
 ChatDep = Annotated[ChatService, Depends(_chat)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

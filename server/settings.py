@@ -42,6 +42,16 @@ class GatewaySettings(RetrievalSettings):
     admin_key: SecretStr | None = Field(
         default=None, description="Bearer token of the /admin API (adapter hot-swap); unset turns the API off."
     )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "API keys of the chat API (JSON/YAML written by `lorag keys`; hashed, never in clear), re-read when it "
+            "changes; unset with LORAG_API_KEYS unset too: the chat API is open to anyone who reaches the port."
+        ),
+    )
+    api_keys: SecretStr | None = Field(
+        default=None, description="API keys inline: the keys file's JSON, e.g. from a secret store."
+    )
     adapter_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Directories new adapter versions may be loaded from, comma-separated."
     )
@@ -82,7 +92,7 @@ class GatewaySettings(RetrievalSettings):
         url = url.rstrip("/")
         return url.removesuffix("/v1")
 
-    @field_validator("admin_key", "upstream_api_key", mode="before")
+    @field_validator("admin_key", "upstream_api_key", "api_keys", "api_keys_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # Compose passes `LORAG_ADMIN_KEY: ${LORAG_ADMIN_KEY:-}` as an empty string when unset; an empty key must

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.chat import ChatService, Prepared
-from server.deps import ChatDep, RequestIdDep, StartedDep
+from server.deps import ChatDep, GateDep, KeyDep, RequestIdDep, StartedDep
 from server.errors import GatewayError
 from server.protocol import ChatCompletionRequest
 from server.streaming import EventStream
@@ -26,6 +26,8 @@ def _headers(prepared: Prepared) -> dict[str, str]:
     # Server-Timing is the standard place for it, and lets a load test read retrieval's share per request.
     if prepared.retrieval_seconds is not None:
         headers["server-timing"] = f"retrieval;dur={prepared.retrieval_seconds * 1000:.2f}"
+    if prepared.retrieval_skipped:  # the store failed and the assistant answers without facts (on_failure: degrade)
+        headers["x-lorag-retrieval"] = "skipped"
     return headers
 
 
@@ -61,10 +63,22 @@ async def _complete_unless_gone(request: Request, chat: ChatService, prepared: P
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, chat: ChatDep, request_id: RequestIdDep, started: StartedDep
+    body: ChatCompletionRequest,
+    request: Request,
+    chat: ChatDep,
+    gate: GateDep,
+    key: KeyDep,
+    request_id: RequestIdDep,
+    started: StartedDep,
 ) -> Response:
     """A chat completion from the assistant named in `model`, grounded on catalog facts."""
-    prepared = await chat.prepare(body, request_id, started)
+    ticket = gate.admit(key, body, len(await request.body()))
+    try:
+        prepared = await chat.prepare(body, request_id, started)
+    except BaseException:
+        ticket.close()
+        raise
+    ticket.attach(prepared)  # from here the request's end, however it comes, closes the ticket
     if prepared.stream:
         relay = chat.stream(prepared)
         await anext(relay)  # opens vLLM's stream: errors until here are still plain HTTP errors

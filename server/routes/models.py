@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from server.assistants import Assistant
 from server.chat import ChatService
-from server.deps import ChatDep
+from server.deps import ChatDep, GateDep, KeyDep
 from server.errors import GatewayError
 from server.protocol import ModelCard, ModelList
 
@@ -19,10 +19,10 @@ def _card(chat: ChatService, assistant: Assistant) -> ModelCard:
 
 
 @router.get("/v1/models")
-async def list_models(chat: ChatDep) -> ModelList:
-    """Every assistant a client can name in `model` (retired ones are gone)."""
+async def list_models(chat: ChatDep, gate: GateDep, key: KeyDep) -> ModelList:
+    """Every assistant the caller's key can name in `model` (retired ones are gone)."""
     cards = []
-    for assistant in chat.registry:
+    for assistant in gate.visible(key):
         try:
             cards.append(_card(chat, assistant))
         except GatewayError:
@@ -31,6 +31,6 @@ async def list_models(chat: ChatDep) -> ModelList:
 
 
 @router.get("/v1/models/{model:path}")
-async def retrieve_model(model: str, chat: ChatDep) -> ModelCard:
-    """One assistant, or a 404 in OpenAI's shape."""
-    return _card(chat, chat.registry.resolve(model))
+async def retrieve_model(model: str, chat: ChatDep, gate: GateDep, key: KeyDep) -> ModelCard:
+    """One assistant, or a 404 in OpenAI's shape (also for another tenant's)."""
+    return _card(chat, gate.resolve(key, model))
