@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from adapters.state import StateFile, seed_boot_adapters
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
-from retrieval.store import open_store
+from retrieval.store import StoreError, open_store
 from server.assistants import Registry
 from server.chat import ChatService
 from server.engines import EnginePool
@@ -104,8 +104,12 @@ def _lifespan(
                 # Loading the model takes seconds of CPU: off the event loop.
                 embedder = await anyio.to_thread.run_sync(Embedder.from_settings, settings)
                 retriever = Retriever.from_settings(settings, store, embedder)
-                if not await anyio.to_thread.run_sync(retriever.store.exists):
-                    log.warning("collection %r does not exist: run `lorag catalog ingest`", settings.collection)
+                try:
+                    if not await anyio.to_thread.run_sync(retriever.store.exists):
+                        log.warning("collection %r does not exist: run `lorag catalog ingest`", settings.collection)
+                except StoreError as exc:
+                    # A store that is down must not keep the gateway down: each assistant's on_failure decides.
+                    log.warning("catalog store unavailable at start-up: %s", exc)
             service = ChatService(registry, pool, metrics, retriever, settings.retrieval_concurrency, adapters=adapters)
             log.info(
                 "gateway up: %d assistants over %s at %s",
