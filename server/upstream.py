@@ -81,7 +81,9 @@ def upstream_message(body: bytes) -> tuple[str, str | None]:
         if isinstance(error, dict):
             message = error.get("message") or error.get("detail") or json.dumps(error)[:500]
             param = error.get("param")
-            return str(message), str(param) if param else None
+            # vLLM names a field it could not parse from the root of the body ("body.top_k"); clients name it
+            # from the body they wrote, as the gateway's own 400s do.
+            return str(message), str(param).removeprefix("body.") if param else None
         if isinstance(error, str):
             return error, None
     return json.dumps(data)[:500], None

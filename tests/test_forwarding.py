@@ -4,6 +4,7 @@ reaches vLLM and what comes back."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from server.errors import InvalidRequest
 from server.prompt import retrieval_query
 from server.protocol import ChatCompletionRequest, ChatMessage
 from server.settings import GatewaySettings
+from server.upstream import upstream_message
 from tests.stub_upstream import Stub, StubConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +166,11 @@ def test_the_qwen3_manifest_turns_thinking_off_for_the_shop_assistants() -> None
     shop = [a for a in registry if a.retrieval.enabled]
     assert shop and all(a.chat_template_kwargs == {"enable_thinking": False} for a in shop)
     assert all(a.engine_fields({}, None)["chat_template_kwargs"]["enable_thinking"] is False for a in shop)
+
+
+def test_vllms_param_is_named_from_the_body_the_client_wrote() -> None:
+    refusal = {"error": {"message": "1 validation error: ...", "param": "body.top_k", "code": 400}}
+    assert upstream_message(json.dumps(refusal).encode()) == ("1 validation error: ...", "top_k")
 
 
 def test_the_gpu_engine_parses_qwen3s_reasoning_and_tool_calls() -> None:
