@@ -121,18 +121,20 @@ def content_words(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stem(w) for w in words if w not in STOPWORDS))
 
 
-def covers(words: tuple[str, ...], text: str) -> bool:
-    """Whether `text` holds every one of `words` (stemmed), a typo allowed in words of five letters or more, and
-    split compounds joined ("cook top" is "cooktop"). What the lexical side knows before similarity is asked."""
+def covers(words: tuple[str, ...], text: str, name: str | None = None) -> bool:
+    """Whether `text` holds every one of `words` (stemmed), split compounds joined ("cook top" is "cooktop"), a typo
+    allowed in words of five letters or more against `name` (default: `text`) only, so that a description's
+    "roaster" does not pass for "toaster". What the lexical side knows before similarity is asked."""
     if not words:
         return False
     vocabulary = {stem(w.lower()) for w in _WORD.findall(text)}
+    fuzzy = vocabulary if name is None else {stem(w.lower()) for w in _WORD.findall(name)}
     joined = {a + b for a, b in zip(words, words[1:], strict=False)}
     compounds = {v for v in vocabulary if v in joined}
     for word in words:
         if word in vocabulary or any(word in c for c in compounds):
             continue
-        if len(word) < 5 or not any(_similar(word, v) for v in vocabulary):
+        if len(word) < 5 or not any(_similar(word, v) for v in fuzzy):
             return False
     return True
 

@@ -154,7 +154,7 @@ class Retriever:
     def _covered(query: str, hits: list[Hit]) -> bool:
         """Whether one of the hits holds every content word of the question (see question.covers)."""
         words = content_words(query)
-        return any(covers(words, lexical_text(h.product)) for h in hits)
+        return any(covers(words, lexical_text(h.product), h.product.name) for h in hits)
 
     def _by_code(
         self, question: Question, hits: list[Hit], filters: SearchFilters | None, top_k: int

@@ -70,3 +70,6 @@ def test_lexical_coverage_forgives_typos_and_split_compounds() -> None:
     assert not covers(content_words("waterproof bathroom scale"), "Tamperly coffee scale, waterproof")
     assert not covers(content_words("rice cooker"), "Kettlewick gooseneck kettle")
     assert not covers((), "anything")
+    # Typos are forgiven against the name only: a description's "roaster" is no "toaster".
+    assert not covers(content_words("toasters"), "Luma dripper. Pairs with any roaster's beans", "Luma Terra L-700")
+    assert covers(content_words("toasters"), "Toaster 2-slice", "Toaster 2-slice")
