@@ -25,6 +25,7 @@ from server.upstream import upstream_message
 from tests.stub_upstream import Stub, StubConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 QWEN3_MANIFEST = ROOT / "deploy" / "assistants.qwen3.yaml"
 KWARGS = "chat_template_kwargs"
 USER = [{"role": "user", "content": "How much is the Caffora Mill G-100?"}]
@@ -265,3 +266,29 @@ def test_the_size_limit_covers_forwarded_fields(client: TestClient, stub: Stub) 
     response = client.post("/v1/chat/completions", json={"model": "shop", "messages": USER, "tools": tools})
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
     assert not stub.requests
+
+
+@pytest.mark.api
+def test_a_recorded_reasoning_stream_is_relayed_unchanged(client: TestClient, stub: Stub) -> None:
+    """vLLM's `--reasoning-parser qwen3` stream (recorded): the `reasoning` deltas reach the client as sent."""
+    # Recorded under the adapter's name; here the stub serves the base model, which the gateway renames.
+    lines = _sse_lines(FIXTURES / "qwen3_reasoning_stream.sse")
+    recorded = [line[6:].replace('"model":"plumb-a"', '"model":"stub-model"').encode() for line in lines]
+    stub.config.replay = recorded
+    body = {"model": "shop", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    upstream = [json.loads(r) for r in recorded if r != b"[DONE]"]
+    assert len(chunks) == len(upstream)
+    for sent, got in zip(upstream, chunks, strict=True):
+        assert got["choices"] == sent["choices"] and got["model"] == "shop"
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning") or "" for c in chunks if c["choices"])
+    answer = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    # Relayed as sent: no thinking moved into (or scanned as) the answer.
+    assert reasoning and not answer
+
+
+def _sse_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.startswith("data: ")]
