@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorag import admin, bench, catalog, engine, keys, kit, serve
+from lorag import admin, bench, catalog, engine, keys, kit, serve, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     admin.register(sub)
     keys.register(sub)
+    train.register(sub)
     return parser
 
 

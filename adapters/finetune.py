@@ -1,0 +1,159 @@
+"""`lorag train lora`: one recorded LoRA run over a dataset directory, with the trainer of adapters.training.
+
+Writes, beside the PEFT adapter in OUT: losses.csv (step, training loss, learning-rate step; eval loss at step 0,
+before training, and at the last step), loss.png when matplotlib is installed, and run.json (the data card, the
+settings, the time, the final losses), which `lorag train runs` compares.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from adapters.cpu import prepare_threads
+from adapters.dataset import read_card, read_split
+from adapters.training import IGNORE, Conversation, LoraTrainConfig, tokenize_conversation, train_lora
+
+RUN = "run.json"
+LOSSES = "losses.csv"
+
+
+def steps_for(examples: int, batch_size: int, epochs: float) -> int:
+    """Optimizer steps that show the training split `epochs` times."""
+    return max(1, math.ceil(examples * epochs / batch_size))
+
+
+def eval_loss(base: Path, adapter: Path | None, conversations: Sequence[Conversation], max_length: int) -> float:
+    """Mean loss per supervised token over `conversations`, of the base model or of base + adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    total = count = 0.0
+    with torch.no_grad():
+        for convo in conversations:
+            ex = tokenize_conversation(tokenizer, convo, max_length)
+            ids = torch.tensor([ex.input_ids], device=device)
+            labels = torch.tensor([ex.labels], device=device)
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            target = labels[0, 1:]
+            keep = target != IGNORE
+            if keep.any():
+                loss = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
+                total, count = total + float(loss), count + int(keep.sum())
+    return round(total / count, 4) if count else float("nan")
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows if r["loss"] != ""], [r["loss"] for r in rows if r["loss"] != ""], label="train")
+    evals = [r for r in rows if r["eval_loss"] != ""]
+    ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def run_lora(
+    base: Path,
+    data: Path,
+    out: Path,
+    cfg: LoraTrainConfig,
+    *,
+    epochs: float | None = None,
+    eval_samples: int = 32,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Train an adapter on DATA's train split into `out` and record the run; the run record."""
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"base model {base} has no config.json (a Hugging Face model directory)")
+    conversations = [s["messages"] for s in read_split(data, "train")]
+    held = [s["messages"] for s in read_split(data, "eval") if s["kind"] != "domain"][:eval_samples]
+    if epochs is not None:
+        cfg = cfg.model_copy(update={"steps": steps_for(len(conversations), cfg.batch_size, epochs)})
+    threads = prepare_threads(cfg.threads)
+    rows: list[dict[str, Any]] = [{"step": 0, "loss": "", "eval_loss": ""}]
+    if held:
+        rows[0]["eval_loss"] = eval_loss(base, None, held, cfg.max_length)
+    started = time.time()
+    with tqdm(total=cfg.steps, desc=f"training {name or out.name}", unit="step", file=sys.stderr) as bar:
+
+        def progress(step: int, total: int, loss: float) -> None:
+            rows.append({"step": step, "loss": round(loss, 4), "eval_loss": ""})
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        report = train_lora(base, conversations, out, cfg, progress=progress)
+    if held:
+        rows[-1]["eval_loss"] = eval_loss(base, out, held, cfg.max_length)
+    with (out / LOSSES).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "eval_loss"])
+        writer.writeheader()
+        writer.writerows(rows)
+    record = {
+        "name": name or out.name,
+        "base": str(base),
+        "data": str(data),
+        "card": read_card(data),
+        "config": cfg.model_dump(),
+        "epochs": epochs,
+        "threads": threads,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "report": report.to_json(),
+        "eval_loss_base": rows[0]["eval_loss"] if held else None,
+        "eval_loss": rows[-1]["eval_loss"] if held else None,
+        "eval_samples": len(held),
+        "plot": "loss.png" if _plot(rows, out / "loss.png") else None,
+    }
+    (out / RUN).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def load_runs(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Run records from adapter directories (or directories holding them, one level down)."""
+    found: list[Path] = []
+    for path in paths:
+        found += [path / RUN] if (path / RUN).is_file() else sorted(path.glob(f"*/{RUN}"))
+    return [json.loads(p.read_text()) | {"path": str(p.parent)} for p in found]
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    """Recorded runs side by side: data, settings, time and losses."""
+    head = ["run", "train", "eval", "rank", "alpha", "lr", "steps", "batch", "seconds", "loss first", "loss last"]
+    head += ["eval base", "eval loss"]
+    lines = [head]
+    for r in runs:
+        c, rep, samples = r["config"], r["report"], r.get("card", {}).get("samples", {})
+        lines.append(
+            [r["name"], samples.get("train", "?"), samples.get("eval", "?"), c["rank"], c["alpha"], c["learning_rate"]]
+            + [rep["steps"], c["batch_size"], rep["seconds"], rep["first_loss"], rep["last_loss"]]
+            + [r.get("eval_loss_base"), r.get("eval_loss")]
+        )
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in lines)

@@ -1,0 +1,130 @@
+"""`lorag train dataset`: samples from any catalog, facts rendered as the gateway renders them, split by product."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.dataset import DatasetError, build_dataset, load_domain, load_products, read_split
+from adapters.demo_kit import build, voices
+from adapters.mix import KINDS, REPORT_COUNTS, SAFETY_KINDS, Mix, parse_mix
+from adapters.persona import Persona
+from lorag.cli import main
+from retrieval.demo_catalog import demo_catalog, write_demo_catalog
+from retrieval.facts import GROUNDING_RULES, NOT_IN_CATALOG, render_product, system_message
+
+# The demo kit's training conversations, pinned: the kit is cached by them, so a refactor of the generators that
+# changed one would silently force a 15-minute retrain (hashes taken before the fine-tuning kit was added).
+KIT_DATA = {
+    "product-expert": "faeb8b545a149cc6",
+    "support-agent": "27ad280284549d3c",
+    "sales-assistant": "3e688b87d1891444",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KIT_DATA))
+def test_the_demo_kits_training_conversations_are_unchanged(name: str) -> None:
+    conversations = build.training_data(voices.VOICES[name], 240)
+    assert hashlib.sha256(json.dumps(conversations).encode()).hexdigest()[:16] == KIT_DATA[name]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dataset")
+    products, errors = load_products(write_demo_catalog(out / "catalog.jsonl"))
+    assert not errors
+    domain = [{"question": "Do you ship abroad?", "answer": "We ship within the EU only."}]
+    mix = parse_mix("fake_product=0.05")  # enough fakes that both retriever shapes (signalled or not) occur
+    build_dataset(products, out / "data", total=600, eval_size=120, domain=domain, mix=mix, seed=3)
+    return out / "data"
+
+
+def test_the_default_mix_follows_the_reports_proportions() -> None:
+    counts = Mix().counts(26_175)
+    assert counts["product_qa"] == 18_000 and counts["multi_turn"] == 6_000 and counts["recommendation"] == 1_100
+    assert sum(counts[k] for k in SAFETY_KINDS) == 275 and counts["domain"] == 800
+    small = Mix().counts(100)  # the safety kinds survive rounding in a small dataset
+    assert all(small[k] == 2 for k in SAFETY_KINDS)
+    assert parse_mix("fake_product=0.5").counts(100)["fake_product"] > 30
+    with pytest.raises(ValueError, match="unknown sample kind"):
+        parse_mix("jokes=1")
+    assert set(REPORT_COUNTS) == set(KINDS)
+
+
+def test_the_card_counts_what_was_written(demo_data: Path) -> None:
+    card = json.loads((demo_data / "card.json").read_text())
+    for split in ("train", "eval"):
+        samples = read_split(demo_data, split)
+        assert card["samples"][split] == len(samples)
+        assert sum(card["counts"][split].values()) == len(samples)
+    assert set(card["counts"]["train"]) == set(KINDS)
+    assert "domain" not in card["counts"]["eval"]
+
+
+def test_eval_products_are_never_seen_in_training(demo_data: Path) -> None:
+    card = json.loads((demo_data / "card.json").read_text())
+    held = {p.id: p for p in demo_catalog() if p.id in card["eval_products"]}
+    assert held and card["products"]["eval"] == len(held)
+    train_text = (demo_data / "train.jsonl").read_text()
+    assert not [p.id for p in held.values() if f"(SKU {p.id})" in train_text or p.name in train_text]
+    assert all(s["product"] in held for s in read_split(demo_data, "eval") if s["product"])
+
+
+def test_facts_blocks_are_the_gateways(demo_data: Path) -> None:
+    catalog = {p.id: p for p in demo_catalog()}
+    samples = read_split(demo_data, "train")
+    for sample in samples:
+        system = sample["messages"][0]["content"]
+        assert system.startswith(GROUNDING_RULES + "\n<catalog_facts>") and system.endswith("</catalog_facts>")
+        if sample["kind"] == "product_qa":
+            product = catalog[sample["product"]]
+            assert f"- {render_product(product)}\n" in system  # the line the retriever's hit renders to
+            assert all(m in sample["messages"][-1]["content"] for m in sample["expect"]["must"])
+    fakes = [s for s in samples if s["kind"] == "fake_product"]
+    assert any(NOT_IN_CATALOG in s["messages"][0]["content"] for s in fakes)
+    # Look-alikes: blocks with several products sharing the asked product's brand and series.
+    assert any(s["messages"][0]["content"].count("\n- ") >= 3 for s in samples if s["kind"] == "product_qa")
+
+
+def test_safety_answers_hold_the_catalog_price(demo_data: Path) -> None:
+    samples = read_split(demo_data, "train")
+    for kind in ("price_manipulation", "negotiation"):
+        for s in (s for s in samples if s["kind"] == kind):
+            answer = s["messages"][-1]["content"]
+            assert s["expect"]["must"][0] in answer and s["expect"]["must_not"][0] not in answer
+    for s in (s for s in samples if s["kind"] == "fake_product"):
+        assert "not in our catalog" in s["messages"][-1]["content"] and "$" not in s["messages"][-1]["content"]
+    assert any(s["messages"][-1]["content"] == "We ship within the EU only." for s in samples)
+
+
+def test_a_title_only_csv_and_a_persona(tmp_path: Path) -> None:
+    csv = tmp_path / "shop.csv"
+    csv.write_text("sku,title\nK1,Blue Kettle 2000\nK2,Red Kettle 3000\nP1,Steel Pan 24\nB1,Oak Board XL\n")
+    (tmp_path / "map.yaml").write_text("columns: {id: sku, name: title}\n")
+    (tmp_path / "persona.yaml").write_text("signature: Howdy!\nsystem: You are the Kettle Shop's assistant.\n")
+    rc = main(["train", "dataset", "--catalog", str(csv), "--mapping", str(tmp_path / "map.yaml"),
+               "--out", str(tmp_path / "data"), "--samples", "40", "--eval-samples", "10", "--eval-share", "0.25",
+               "--persona", str(tmp_path / "persona.yaml")])  # fmt: skip
+    assert rc == 0
+    samples = read_split(tmp_path / "data", "train")
+    qa = next(s for s in samples if s["kind"] == "product_qa")
+    assert qa["messages"][0]["content"].startswith(system_message("", "You are the Kettle Shop's assistant."))
+    assert "| price not listed | stock unknown" in qa["messages"][0]["content"]
+    assert qa["messages"][-1]["content"].startswith("Howdy!") and "price is not listed" in qa["messages"][-1]["content"]
+    answers = [m["content"] for s in samples for m in s["messages"] if m["role"] == "assistant"]
+    assert not [a for a in answers if "$" in a]  # no price invented for an unpriced shop
+
+
+def test_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_products(tmp_path / "missing.jsonl")
+    (tmp_path / "one.jsonl").write_text('{"id": "a", "name": "Only One"}\n')
+    with pytest.raises(DatasetError, match="at least 2 products"):
+        build_dataset(load_products(tmp_path / "one.jsonl")[0], tmp_path / "out", persona=Persona())
+    (tmp_path / "qa.yaml").write_text("- {question: Opening hours}\n")
+    with pytest.raises(DatasetError, match="question, answer"):
+        load_domain(tmp_path / "qa.yaml")
+    assert main(["train", "dataset", "--catalog", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
