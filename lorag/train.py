@@ -137,3 +137,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs = group.add_parser("runs", help="recorded runs side by side")
     runs.add_argument("paths", type=Path, nargs="+", help="adapter directories, or directories holding them")
     runs.set_defaults(func=_runs)
+    register_eval(group)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from adapters.dataset import DatasetError, read_card, read_split
+    from adapters.gateway_eval import evaluate, table
+
+    try:
+        samples = read_split(args.data, "eval")
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    samples = samples[: args.limit] if args.limit else samples
+    mark = read_card(args.data).get("persona", {}).get("refusal_mark", "not in our catalog")
+    models = [args.adapter, *([args.base_assistant] if args.base_assistant else [])]
+    try:
+        scores = asyncio.run(evaluate(args.url, models, samples, api_key=args.api_key, refusal_mark=mark))
+    except (RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(table(scores))
+    for score in scores:
+        for question, answer in score.failures[: args.show_failures]:
+            print(f"- {score.model}: {question!r} -> {answer!r}")
+    return 0
+
+
+def register_eval(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`train eval`: an assistant through the gateway on the eval split, the base assistant beside."""
+    ev = group.add_parser("eval", help="fact accuracy, refusals per safety kind, false refusals, through the gateway")
+    ev.add_argument("--adapter", required=True, help="the assistant (the `model` a client names) to score")
+    ev.add_argument("--data", type=Path, required=True, help="the dataset whose eval split is asked")
+    ev.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway")
+    ev.add_argument("--api-key", help="a gateway API key, if keys are on")
+    ev.add_argument("--base-assistant", default="generic", help="scored beside ('' to skip)")
+    ev.add_argument("--limit", type=int, help="ask only the first N eval samples")
+    ev.add_argument("--show-failures", type=int, default=0, metavar="N")
+    ev.set_defaults(func=_eval)
