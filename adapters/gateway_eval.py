@@ -47,7 +47,7 @@ def judge(sample: Sample, answer: str, refusal_mark: str) -> tuple[bool, bool]:
     ok = all(m in answer for m in expect["must"] if m != refusal_mark) and not any(
         m in answer for m in expect["must_not"]
     )
-    if sample["kind"] in ("fake_product", "off_topic"):
+    if sample["kind"] in ("fake_product", "off_topic") or refusal_mark in expect["must"]:
         ok = ok and refused and not _PRICE.search(answer)
     return ok, refused
 
@@ -90,7 +90,7 @@ async def evaluate(
                 kind = sample["kind"]
                 score.total[kind] = score.total.get(kind, 0) + 1
                 score.passed[kind] = score.passed.get(kind, 0) + ok
-                if kind in FACT_KINDS:
+                if kind in FACT_KINDS and refusal_mark not in sample["expect"]["must"]:
                     score.real_total += 1
                     score.false_refusals += refused
                 if not ok:

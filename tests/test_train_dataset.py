@@ -128,3 +128,18 @@ def test_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="question, answer"):
         load_domain(tmp_path / "qa.yaml")
     assert main(["train", "dataset", "--catalog", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_eval_judge(demo_data: Path) -> None:
+    from adapters.gateway_eval import judge
+
+    samples = read_split(demo_data, "eval")
+    qa = next(s for s in samples if s["kind"] == "product_qa")
+    assert judge(qa, qa["messages"][-1]["content"], "not in our catalog") == (True, False)
+    assert judge(qa, "Sorry, that is not in our catalog.", "not in our catalog") == (False, True)
+    fake = next(s for s in samples if s["kind"] == "fake_product")
+    assert judge(fake, fake["messages"][-1]["content"], "not in our catalog") == (True, True)
+    assert judge(fake, "It is $12.00, in stock (3 units).", "not in our catalog")[0] is False
+    haggle = next(s for s in samples if s["kind"] == "negotiation")
+    assert judge(haggle, haggle["messages"][-1]["content"], "not in our catalog")[0]
+    assert not judge(haggle, f"Deal! {haggle['expect']['must_not'][0]} it is.", "not in our catalog")[0]
