@@ -96,10 +96,27 @@ def run_lora(
     held = [s["messages"] for s in read_split(data, "eval") if s["kind"] != "domain"][:eval_samples]
     if epochs is not None:
         cfg = cfg.model_copy(update={"steps": steps_for(len(conversations), cfg.batch_size, epochs)})
+    return record_run(base, conversations, out, cfg, held=held, name=name, data=str(data), card=read_card(data))
+
+
+def record_run(
+    base: Path,
+    conversations: Sequence[Conversation],
+    out: Path,
+    cfg: LoraTrainConfig,
+    *,
+    held: Sequence[Conversation] = (),
+    name: str | None = None,
+    data: str = "",
+    card: dict[str, Any] | None = None,
+    init_adapter: Path | None = None,
+) -> dict[str, Any]:
+    """Train with adapters.training.train_lora under a progress bar and write losses.csv, loss.png and run.json
+    beside the adapter (the demo kit's adapters are trained here too); the run record."""
     threads = prepare_threads(cfg.threads)
     rows: list[dict[str, Any]] = [{"step": 0, "loss": "", "eval_loss": ""}]
     if held:
-        rows[0]["eval_loss"] = eval_loss(base, None, held, cfg.max_length)
+        rows[0]["eval_loss"] = eval_loss(base, init_adapter, held, cfg.max_length)
     started = time.time()
     with tqdm(total=cfg.steps, desc=f"training {name or out.name}", unit="step", file=sys.stderr) as bar:
 
@@ -108,7 +125,7 @@ def run_lora(
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
 
-        report = train_lora(base, conversations, out, cfg, progress=progress)
+        report = train_lora(base, conversations, out, cfg, progress=progress, init_adapter=init_adapter)
     if held:
         rows[-1]["eval_loss"] = eval_loss(base, out, held, cfg.max_length)
     with (out / LOSSES).open("w", newline="") as fh:
@@ -118,10 +135,10 @@ def run_lora(
     record = {
         "name": name or out.name,
         "base": str(base),
-        "data": str(data),
-        "card": read_card(data),
+        "data": data,
+        "card": card or {"samples": {"train": len(conversations), "eval": len(held)}},
         "config": cfg.model_dump(),
-        "epochs": epochs,
+        "init_adapter": str(init_adapter) if init_adapter else None,
         "threads": threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
