@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retrieval.filters import SearchFilters
 from server.errors import InvalidRequest, ModelNotFound
+from server.guard import GuardConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -117,6 +118,7 @@ class Assistant(BaseModel):
     )
     client_overrides: ClientOverrides = Field(default_factory=ClientOverrides)
     limits: RequestLimits = Field(default_factory=RequestLimits)
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="Truthfulness guard (server/guard.py).")
 
     @field_validator("name", "adapter")
     @classmethod

@@ -24,6 +24,9 @@ from retrieval.store import StoreError
 from server.assistants import Assistant, Registry
 from server.engines import EngineNode, EnginePool, Lease
 from server.errors import GatewayError, RetrievalUnavailable, UpstreamError, UpstreamUnavailable, sse_error
+from server.grounding import Facts
+from server.guard import Verdict, guard_completion, request_facts
+from server.holdback import StreamGuard
 from server.hotswap import AdapterService
 from server.prompt import facts_block, retrieval_query, shown_hits, sources, upstream_messages
 from server.protocol import ChatCompletionRequest, ChatMessage, Source
@@ -51,6 +54,8 @@ class Prepared:
     on_done: Callable[[], None] | None = field(default=None, repr=False)
     on_usage: Callable[[Any], None] | None = field(default=None, repr=False)  # vLLM's usage, for token limits
     retrieval_skipped: bool = False  # the store failed and the assistant's policy is to answer without facts
+    facts: Facts | None = None  # what the answer is checked against (None: unchecked)
+    grounding: str | None = None  # the guard's verdict on a non-streamed answer, for x-lorag-grounding
 
     def done(self) -> None:
         """The request is over (answered, failed or abandoned): it no longer holds its adapter version."""
@@ -75,6 +80,10 @@ def _retryable(exc: GatewayError) -> bool:
 def _count_usage(metrics: Metrics, name: str, prepared: Prepared, usage: Any) -> None:
     metrics.usage(name, usage)
     prepared.usage(usage)
+
+
+def _count_verdict(metrics: Metrics, name: str, verdict: Verdict) -> None:
+    metrics.grounded(name, bool(verdict.findings), bool(verdict.corrected), verdict.blocked)
 
 
 class ChatService:
@@ -140,6 +149,9 @@ class ChatService:
             assistant, served, payload, sources(hits), request_id, started, request.stream, client_wants_usage, seconds
         )
         prepared.retrieval_skipped = skipped
+        if assistant.guard.policy != "off":
+            users = [m.text() for m in request.messages if m.role == "user"]
+            prepared.facts = request_facts(facts, hits, users)
         if self.adapters is not None and assistant.adapter is not None:
             self.adapters.acquire(served)
             prepared.on_done = partial(self.adapters.release, served)
@@ -207,6 +219,10 @@ class ChatService:
             prepared.done()
         answer["model"] = name
         answer["sources"] = prepared.sources
+        if prepared.facts is not None:
+            verdict = guard_completion(answer, prepared.facts, prepared.assistant.guard)
+            prepared.grounding = verdict.header
+            _count_verdict(self.metrics, name, verdict)
         self.metrics.usage(name, answer.get("usage"))
         prepared.usage(answer.get("usage"))
         self.metrics.latency.labels(name, "false").observe(time.perf_counter() - prepared.started)
@@ -230,12 +246,16 @@ class ChatService:
             client_wants_usage=prepared.client_wants_usage,
             on_usage=partial(_count_usage, self.metrics, name, prepared),
         )
+        guard = None if prepared.facts is None else StreamGuard(prepared.facts, prepared.assistant.guard)
         first = True
         try:
             yield b""
             async with aclosing(lease.node.upstream.events(response)) as events:
                 async for data in events:
-                    out = relay.process(data)
+                    checked = data if guard is None else guard.process(data)  # held back: None
+                    if checked is None:
+                        continue
+                    out = relay.process(checked)
                     if out is None:
                         continue
                     if first:
@@ -256,5 +276,7 @@ class ChatService:
                 await response.aclose()
         if relay.error is not None:
             self.metrics.errors.labels(name, str(relay.error.status)).inc()
+        elif guard is not None:
+            _count_verdict(self.metrics, name, guard.verdict)
         self.metrics.latency.labels(name, "true").observe(time.perf_counter() - prepared.started)
         yield DONE_EVENT

@@ -56,6 +56,30 @@ class Metrics:
             "lorag_completion_tokens", "Completion tokens, as vLLM counted them.", ["assistant"], registry=r
         )
 
+        self.grounding_checked = Counter(
+            "lorag_grounding_checked", "Answers the truthfulness guard checked.", ["assistant"], registry=r
+        )
+        self.grounding_unsupported = Counter(
+            "lorag_grounding_unsupported", "Checked answers with an unsupported claim.", ["assistant"], registry=r
+        )
+        self.grounding_corrected = Counter(
+            "lorag_grounding_corrected", "Answers sent with a figure corrected.", ["assistant"], registry=r
+        )
+        self.grounding_blocked = Counter(
+            "lorag_grounding_blocked", "Answers replaced by the assistant's refusal.", ["assistant"], registry=r
+        )
+
+    def grounded(self, assistant: str, unsupported: bool, corrected: bool, blocked: bool) -> None:
+        """Count one answer the guard checked."""
+        self.grounding_checked.labels(assistant).inc()
+        for counter, happened in (
+            (self.grounding_unsupported, unsupported),
+            (self.grounding_corrected, corrected),
+            (self.grounding_blocked, blocked),
+        ):
+            if happened:
+                counter.labels(assistant).inc()
+
     def usage(self, assistant: str, usage: Any) -> None:
         """Count the tokens of a usage object, when vLLM sent one."""
         if not isinstance(usage, dict):

@@ -28,6 +28,8 @@ def _headers(prepared: Prepared) -> dict[str, str]:
         headers["server-timing"] = f"retrieval;dur={prepared.retrieval_seconds * 1000:.2f}"
     if prepared.retrieval_skipped:  # the store failed and the assistant answers without facts (on_failure: degrade)
         headers["x-lorag-retrieval"] = "skipped"
+    if prepared.grounding is not None:  # the truthfulness guard's verdict (streams carry it in `grounding`)
+        headers["x-lorag-grounding"] = prepared.grounding
     return headers
 
 
