@@ -102,7 +102,7 @@ class StreamGuard:
             cut = max(state.sent, _sentence_start(text, fatal[0].claim.start))
             fixes = [f for f in ready if f.action == "fix" and state.sent <= f.claim.start and f.claim.end <= cut]
             head = _shifted(text, state.sent, cut, fixes, self.config.mark)
-            out = head + ("" if cut == 0 else " ") + self.config.refusal
+            out = head + ("" if cut == 0 or text[cut - 1].isspace() else " ") + self.config.refusal
             state.blocked, state.sent = True, len(text)
             self._record(state, index, findings)
             return out
