@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorag import admin, bench, catalog, engine, keys, kit, serve, train
+from lorag import admin, bench, catalog, engine, keys, kit, serve, train, truthfulness
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(sub)
     keys.register(sub)
     train.register(sub)
+    truthfulness.register(sub)
     return parser
 
 
