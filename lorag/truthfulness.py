@@ -4,7 +4,7 @@ The set (adapters/truthfulness.jsonl, reviewed by hand) names demo-catalog produ
 catalog: product questions, fakes, near-miss names, asserted prices, haggling, off-topic questions and prompt
 injection. Answers are scored against the catalog itself, not against the guard's own findings: a wrong price is
 any price other than the asked product's, a priced fake any price at all in an answer about a product we lack.
-Run it against a gateway whose assistants guard (the demo manifest: `correct`) and, with --unguarded-url, one
+Run it against a gateway whose assistants guard (`policy: correct`) and, with --unguarded-url, one
 whose assistants only annotate, for the figures without the guard. Intervals are Wilson 95 %.
 """
 

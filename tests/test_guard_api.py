@@ -95,8 +95,8 @@ def client(tmp_path: Path, says: Says) -> Iterator[TestClient]:
     app: FastAPI = create_app(settings, upstream_transport=httpx.ASGITransport(app=says.app))
 
     async def chat(request: Request) -> ChatService:
-        service = copy.copy(request.state.chat)
-        service.retriever = Retriever()
+        service: ChatService = copy.copy(request.state.chat)
+        service.retriever = Retriever()  # type: ignore[assignment]
         return service
 
     app.dependency_overrides[deps._chat] = chat
@@ -109,7 +109,7 @@ class Retriever:
         return RetrievalResult(hits=[Hit(GRINDER, 1.0, 0.9)], unknown=False)
 
 
-def _ask(client: TestClient, model: str, text: str, stream: bool = False) -> httpx.Response:
+def _ask(client: TestClient, model: str, text: str, stream: bool = False) -> Any:
     body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream}
     return client.post("/v1/chat/completions", json=body)
 
