@@ -17,8 +17,10 @@ from typing import TypedDict
 import anyio.to_thread
 import httpx
 from fastapi import FastAPI
+from limits.storage import Storage, storage_from_string
 
 from adapters.state import StateFile, seed_boot_adapters
+from adapters.state_store import DesiredStateStore, FileStateStore, StateConflict
 from retrieval.embedder import Embedder
 from retrieval.retriever import Retriever
 from retrieval.store import StoreError, open_store
@@ -72,21 +74,27 @@ def _lifespan(
                 "NO API KEYS CONFIGURED: the chat API is open to anyone who reaches this port (see LORAG_API_KEYS_FILE)"
             )
         metrics = Metrics()
-        state_file = StateFile(settings.state_file)
-        state = state_file.load()
-        if seed_boot_adapters(state, sorted({a.adapter for a in registry if a.adapter})):
-            state_file.save(state)
         async with AsyncExitStack() as stack:
+            desired = _state_store(settings)
+            stack.push_async_callback(desired.aclose)
+            state, revision = await desired.load()
+            if seed_boot_adapters(state, sorted({a.adapter for a in registry if a.adapter})):
+                try:
+                    revision = await desired.save(state, revision)
+                except StateConflict:  # another replica seeded (or changed) it first: take its state
+                    state, revision = await desired.load()
+                    seed_boot_adapters(state, sorted({a.adapter for a in registry if a.adapter}))
             pool = EnginePool.from_settings(settings, transport)
             stack.push_async_callback(pool.aclose)
             adapters = AdapterService(
-                state_file,
+                desired,
                 state,
                 pool,
                 roots=settings.adapter_roots,
                 max_rank=settings.max_lora_rank,
                 base_names=[registry.base_model],
                 drain_timeout=settings.drain_timeout,
+                revision=revision,
             )
             stack.push_async_callback(adapters.aclose)
             reconciler = Reconciler(adapters, settings.reconcile_interval)
@@ -97,6 +105,9 @@ def _lifespan(
                 log.warning("engines down at start-up: %s", ", ".join(report.engines_down))
             task = asyncio.get_running_loop().create_task(reconciler.run_forever())
             stack.push_async_callback(_cancel, task)
+            if desired.shared:  # other replicas' swaps: take the new state, then look at what the engines hold
+                follow = asyncio.get_running_loop().create_task(adapters.follow(reconciler.observe))
+                stack.push_async_callback(_cancel, follow)
             retriever = None
             if registry.needs_retrieval:
                 store, close_store = open_store(settings)
@@ -127,10 +138,28 @@ def _lifespan(
                 retriever=retriever,
                 chat=service,
                 readiness=Readiness(service, retriever),
-                gate=Gate(keys, registry, metrics),
+                gate=Gate(keys, registry, metrics, storage=_limits_storage(settings)),
             )
 
     return lifespan
+
+
+def _state_store(settings: GatewaySettings) -> DesiredStateStore:
+    """Redis where LORAG_REDIS_URL is set (several replicas), else the state file (one process)."""
+    if settings.redis_url is not None:
+        from adapters.state_redis import RedisStateStore
+
+        return RedisStateStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    return FileStateStore(StateFile(settings.state_file))
+
+
+def _limits_storage(settings: GatewaySettings) -> Storage | None:
+    """The keys' rate-limit counters: in Redis where LORAG_REDIS_URL is set, else in this process (None)."""
+    if settings.redis_url is None:
+        return None
+    storage = storage_from_string(settings.redis_url.get_secret_value(), key_prefix=f"{settings.redis_prefix}limits")
+    assert isinstance(storage, Storage)  # a redis:// URI is the synchronous storage
+    return storage
 
 
 def create_app(

@@ -5,6 +5,11 @@ engine a warm-up request (the first request to a new adapter compiles kernels: t
 user), then switches the adapter's active version in one step. Requests already running on the old version
 finish there; once none is left, the old version is unloaded. Every operation on one adapter holds that
 adapter's lock, so two swaps never interleave; nothing changes unless validation and loading succeeded.
+
+The desired state lives in a store (adapters.state_store): a file for one gateway process, Redis for several.
+With a shared store the adapter's lock spans the replicas, the operation starts from the newest stored state, its
+write is a compare-and-set (applied again on a newer state if another replica wrote meanwhile), and `follow`
+applies what other replicas write within the store's propagation bound.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from adapters.state import AdapterRecord, DesiredState, StateError, StateFile, VersionRecord, version_served_name
+from adapters.state import AdapterRecord, DesiredState, StateError, VersionRecord, version_served_name
+from adapters.state_store import DesiredStateStore, StateBusy, StateConflict
 from adapters.validation import AdapterInvalid, validate_adapter
 from server.engines import EngineNode, EnginePool
 from server.errors import GatewayError, InvalidRequest, ModelNotFound, StateUnwritable, UpstreamError
@@ -53,16 +60,18 @@ class AdapterService:
 
     def __init__(
         self,
-        state_file: StateFile,
+        store: DesiredStateStore,
         state: DesiredState,
         pool: EnginePool,
         roots: Sequence[Path],
         max_rank: int,
         base_names: Sequence[str],
         drain_timeout: float = 600.0,
+        revision: int = 0,
     ) -> None:
-        self.state_file = state_file
+        self.store = store
         self.state = state
+        self.revision = revision
         self.pool = pool
         self.roots = list(roots)
         self.max_rank = max_rank
@@ -74,6 +83,7 @@ class AdapterService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._idle: dict[str, asyncio.Event] = {}
         self._drains: set[asyncio.Task[None]] = set()
+        self._writing = asyncio.Lock()  # one read-modify-write of the stored state at a time in this process
 
     # --- the request path: no awaits, so a swap is seen atomically ---
 
@@ -99,8 +109,75 @@ class AdapterService:
 
     # --- operations ---
 
-    def lock(self, adapter: str) -> asyncio.Lock:
-        return self._locks.setdefault(adapter, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, adapter: str) -> AsyncIterator[None]:
+        """This adapter's lock: in this process, then in the store (other replicas), then the newest state."""
+        async with self._locks.setdefault(adapter, asyncio.Lock()):
+            try:
+                async with self.store.lock(adapter):
+                    await self.refresh()
+                    if self.store.shared:  # other replicas load and unload too: what this one saw may be stale
+                        await self.observe_engines()
+                    yield
+            except StateBusy as exc:
+                raise GatewayError(str(exc), status=409, code="adapter_busy") from None
+            except StateConflict:
+                raise
+            except StateError as exc:
+                log.error("adapter %s: the state store failed: %s", adapter, exc)
+                raise StateUnwritable(
+                    "the adapters' state store could not be reached; nothing was changed (see the gateway's log)"
+                ) from None
+
+    async def observe_engines(self) -> None:
+        """Read what each engine holds now (`/v1/models`); an engine that does not answer is marked down."""
+        for node in self.pool:
+            try:
+                node.observe(await node.upstream.model_cards())
+            except GatewayError as exc:
+                node.mark_down(exc.message)
+
+    async def refresh(self) -> bool:
+        """Take the stored state if another process wrote a newer one; True if it did."""
+        async with self._writing:
+            state, revision = await self.store.load()
+            if revision == self.revision:
+                return False
+            self._apply(state, revision)
+            return True
+
+    def _apply(self, state: DesiredState, revision: int) -> None:
+        # In place, record by record: running operations and drains hold these objects.
+        for name, new in state.adapters.items():
+            record = self.state.adapters.get(name)
+            if record is None:
+                self.state.adapters[name] = new
+                continue
+            for field_name in AdapterRecord.model_fields:
+                setattr(record, field_name, getattr(new, field_name))
+        for name in set(self.state.adapters) - set(state.adapters):
+            del self.state.adapters[name]
+        self.revision = revision
+
+    async def follow(self, on_change: Callable[[], Any] | None = None) -> None:
+        """Apply each revision other replicas write (a task for the gateway's lifetime; shared stores only)."""
+        async for _ in self.store.changes(self.revision):
+            try:
+                if await self.refresh() and on_change is not None:
+                    await on_change()
+            except Exception:  # a failed refresh must not end the task: the next change retries
+                log.exception("applying the adapters' stored state failed")
+
+    async def persist(self) -> None:
+        """Write the state as it is in memory (what the reconciler learnt); StateError if it cannot be, and
+        StateConflict if another replica wrote first (the newer state is taken; the next pass learns again)."""
+        async with self._writing:
+            try:
+                self.revision = await self.store.save(self.state, self.revision)
+            except StateConflict:
+                state, revision = await self.store.load()
+                self._apply(state, revision)
+                raise
 
     def record(self, adapter: str) -> AdapterRecord:
         record = self.state.adapters.get(adapter)
@@ -137,7 +214,7 @@ class AdapterService:
         loaded = time.perf_counter()
         if existing is None:
             try:
-                self._commit(record, lambda: record.versions.__setitem__(version, candidate))
+                await self._commit(record, lambda r: r.versions.__setitem__(version, candidate))
             except StateUnwritable:
                 if load:  # nothing may change: the engines drop the version again too
                     for node in self.pool.holders(candidate.served_name):
@@ -237,15 +314,15 @@ class AdapterService:
         # The switch: from here on every new request resolves to the new served name.
         was_retired = record.retired
 
-        def switch() -> None:
+        def switch(r: AdapterRecord) -> None:
             if history and not was_retired:
-                record.history = [*record.history, record.active][-MAX_HISTORY:]
+                r.history = [*r.history, r.active][-MAX_HISTORY:]
             elif not history:
-                record.history = record.history[:-1]  # a rollback consumes the entry it went back to
-            record.active, record.retired = target.version, False
+                r.history = r.history[:-1]  # a rollback consumes the entry it went back to
+            r.active, r.retired = target.version, False
 
         try:
-            self._commit(record, switch)
+            await self._commit(record, switch)
         except StateUnwritable:
             if target.version != old.version:
                 for node in nodes:
@@ -270,7 +347,7 @@ class AdapterService:
         """New requests get 404; running ones finish; then the active version is unloaded everywhere."""
         async with self.lock(adapter):
             record = self.record(adapter)
-            self._commit(record, lambda: setattr(record, "retired", True))
+            await self._commit(record, lambda r: setattr(r, "retired", True))
             name = record.active_served_name()
             self._drain_then_unload(record, name)
             return {"adapter": adapter, "retired": True, "draining": name, "in_flight": self.inflight[name]}
@@ -290,6 +367,9 @@ class AdapterService:
             log.warning(
                 "%s still had %d requests after %.0f s; unloading", name, self.inflight[name], self.drain_timeout
             )
+        if self.store.shared:
+            # Other replicas switch within the store's bound; give their new requests that long to move over.
+            await asyncio.sleep(self.store.propagation * 2)
         async with self.lock(record.name):
             wanted = {v.served_name for v in record.wanted()}
             if name in wanted:
@@ -308,20 +388,28 @@ class AdapterService:
             task.cancel()
         await asyncio.gather(*list(self._drains), return_exceptions=True)
 
-    def _commit(self, record: AdapterRecord, change: Callable[[], None]) -> None:
-        """Apply `change` to `record` and write the state file; if the file cannot be written (disk full, no
-        permission), undo the change so memory and disk still agree, and refuse with StateUnwritable (503)."""
-        before = record.model_copy(deep=True)
-        change()
-        try:
-            self.state_file.save(self.state)
-        except StateError as exc:
-            for name in AdapterRecord.model_fields:
-                setattr(record, name, getattr(before, name))
-            log.error("adapter %s: change refused, state file not written: %s", record.name, exc)
-            raise StateUnwritable(
-                "the adapters' state file could not be written; nothing was changed (see the gateway's log)"
-            ) from None
+    async def _commit(self, record: AdapterRecord, change: Callable[[AdapterRecord], None]) -> None:
+        """Apply `change` to `record` and write the state; if it cannot be written (disk full, no permission,
+        Redis down), undo the change so memory and store still agree, and refuse with StateUnwritable (503). If
+        another replica wrote first (another adapter: this one's lock is held), apply it again on the newer state."""
+        async with self._writing:
+            for _ in range(10):
+                before = record.model_copy(deep=True)
+                change(record)
+                try:
+                    self.revision = await self.store.save(self.state, self.revision)
+                    return
+                except StateConflict:
+                    _restore(record, before)
+                    state, revision = await self.store.load()
+                    self._apply(state, revision)
+                except StateError as exc:
+                    _restore(record, before)
+                    log.error("adapter %s: change refused, state not written: %s", record.name, exc)
+                    raise StateUnwritable(
+                        "the adapters' state could not be written; nothing was changed (see the gateway's log)"
+                    ) from None
+            raise StateUnwritable("the adapters' state kept changing under this write; nothing was changed")
 
     def describe(self) -> list[dict[str, Any]]:
         """Every adapter and its versions, with served names, state, load time and requests served."""
@@ -355,3 +443,8 @@ class AdapterService:
                 }
             )
         return out
+
+
+def _restore(record: AdapterRecord, before: AdapterRecord) -> None:
+    for name in AdapterRecord.model_fields:
+        setattr(record, name, getattr(before, name))

@@ -1,11 +1,12 @@
 """The gate in front of the chat service: which key calls, which assistants its tenant sees, its rate limits and
 the assistant's caps on one request.
 
-Rate limits are per key and per minute, counted in this process with the `limits` library (fixed windows that
-start at a key's first request): requests are counted as they arrive; tokens (prompt + completion, as vLLM
+Rate limits are per key and per minute, counted with the `limits` library (fixed windows that start at a key's
+first request) in this process's memory, or in Redis where LORAG_REDIS_URL is set, so that every replica counts
+against the same windows: requests are counted as they arrive; tokens (prompt + completion, as vLLM
 reports them in `usage`) are counted once an answer has ended, so a key is refused once it has used its minute's
-tokens, not before a request that would go over. Concurrent streams are a plain counter per key. With several
-gateway processes each counts its own share (a Redis storage of `limits` would share them; not wired up).
+tokens, not before a request that would go over. Concurrent streams are a plain counter per key in each process:
+with several replicas a key may hold that many streams on each.
 
 A tenant's key sees only its assistants: another tenant's assistant is a 404 with the very message an unknown
 name gets, so a client cannot learn which other assistants exist.
@@ -18,7 +19,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
 
 from server.assistants import Assistant, Registry
@@ -80,11 +81,13 @@ class Ticket:
 class Gate:
     """Authentication, tenant visibility, per-key limits and per-assistant caps; one per app."""
 
-    def __init__(self, keys: KeyRing, registry: Registry, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, keys: KeyRing, registry: Registry, metrics: Metrics | None = None, storage: Storage | None = None
+    ) -> None:
         self.keys = keys
         self.registry = registry
         self.metrics = metrics
-        self.window = FixedWindowRateLimiter(MemoryStorage())
+        self.window = FixedWindowRateLimiter(storage or MemoryStorage())
         self.streams: Counter[str] = Counter()
 
     def authenticate(self, authorization: str) -> KeyRecord | None:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 from adapters.state import AdapterRecord, StateError
+from adapters.state_store import StateConflict
 from server.engines import EngineNode
 from server.errors import GatewayError
 from server.hotswap import AdapterService
@@ -63,17 +64,24 @@ class Reconciler:
             async with self.service.lock(record.name):
                 await self._converge(record, report)
         if learnt or self._unsaved:
-            self._save()
+            await self._save()
         if self._unsaved:
             report.problems.append("the adapters' state file could not be written (see the gateway's log)")
         self.last = report
         return report
 
-    def _save(self) -> None:
+    async def observe(self) -> None:
+        """Only read what each engine holds (after another replica changed the desired state)."""
+        await self.service.observe_engines()
+
+    async def _save(self) -> None:
         """Write what was learnt (boot paths, placement). These are observations, not an operator's change: if the
-        file cannot be written they stay in memory, the pass goes on, and the next pass writes them again."""
+        state cannot be written they stay in memory, the pass goes on, and the next pass writes them again. If
+        another replica wrote first, its state is taken and the next pass learns again."""
         try:
-            self.service.state_file.save(self.service.state)
+            await self.service.persist()
+            self._unsaved = False
+        except StateConflict:
             self._unsaved = False
         except StateError as exc:
             log.error("reconciler: %s (kept in memory, written again on the next pass)", exc)
@@ -101,7 +109,7 @@ class Reconciler:
                     await self._unload(node, name, report)
             return
         active = record.versions[record.active]
-        placement = self._placement(record, up)
+        placement = await self._placement(record, up)
         for node in placement:
             if active.served_name in node.served:
                 continue
@@ -116,7 +124,7 @@ class Reconciler:
             report.loaded.append(f"{active.served_name} on {node.url}")
             log.info("reconciler restored %s on %s", active.served_name, node.url)
 
-    def _placement(self, record: AdapterRecord, up: list[EngineNode]) -> list[EngineNode]:
+    async def _placement(self, record: AdapterRecord, up: list[EngineNode]) -> list[EngineNode]:
         """Where the adapter should be: the engines it was placed on (remembered from what was seen holding any
         of its versions), else every up engine."""
         names = {v.served_name for v in record.versions.values()}
@@ -126,7 +134,7 @@ class Reconciler:
             seen = [n.url for n in up if names & n.served]
             if seen != record.engines:
                 record.engines = seen
-                self._save()
+                await self._save()
         if record.engines:
             return [n for n in up if n.url in record.engines]
         return up

@@ -59,6 +59,14 @@ class GatewaySettings(RetrievalSettings):
         default=Path(".lorag/adapters.json"),
         description="Where the adapters' desired state (versions, active, retired) is kept across restarts.",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Redis shared by several gateway replicas (redis://host:6379/0): the adapters' desired state and the "
+            "keys' rate-limit counters live there instead of LORAG_STATE_FILE and process memory."
+        ),
+    )
+    redis_prefix: str = Field(default="lorag:", description="Prefix of every Redis key this gateway uses.")
     reconcile_interval: float = Field(
         default=30.0, gt=0, description="Seconds between comparisons of each engine's adapters with the desired state."
     )
@@ -92,7 +100,7 @@ class GatewaySettings(RetrievalSettings):
         url = url.rstrip("/")
         return url.removesuffix("/v1")
 
-    @field_validator("admin_key", "upstream_api_key", "api_keys", "api_keys_file", mode="before")
+    @field_validator("admin_key", "upstream_api_key", "api_keys", "api_keys_file", "redis_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # Compose passes `LORAG_ADMIN_KEY: ${LORAG_ADMIN_KEY:-}` as an empty string when unset; an empty key must

@@ -74,6 +74,15 @@ def _serve_in_thread(app: ASGIApp, timeout: float = 120) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the session (tests/redis_server.py); each test uses its own key prefix."""
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def serve_app() -> Callable[[ASGIApp], AbstractContextManager[str]]:
     """A context manager serving an ASGI app on a free local port over real sockets, for streaming tests."""
     return _serve_in_thread
