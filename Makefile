@@ -11,9 +11,17 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 KIT_SOURCES := $(wildcard adapters/demo_kit/*.py) adapters/training.py retrieval/facts.py \
                retrieval/demo_catalog.py retrieval/catalog.py
 
-.PHONY: install kit catalog demo engine test lint unit compose-test clean
+.PHONY: install redis-server kit catalog demo engine test lint unit compose-test clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed redis-server
+
+# The Redis tests start their own redis-server (Debian's package): installed here when missing and run as root
+# (CI); elsewhere install it yourself, or those tests fail saying so.
+redis-server:
+	@if ! command -v redis-server >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q --no-install-recommends redis-server || \
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends redis-server; }; fi
+	@command -v redis-server >/dev/null || echo "redis-server missing: apt-get install redis-server (Redis tests)"
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -53,10 +61,10 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 # Unit and API tiers: no kit, no engine; under 2 minutes on 2 cores.
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed redis-server
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not integration and not compose" -q
 
-test: lint kit catalog
+test: lint kit catalog redis-server
 	HF_HUB_OFFLINE=1 LORAG_KIT=$(KIT) $(BIN)/pytest -m "not compose" -q
 
 # The CPU profile of docker-compose.yml built and run for real, tested from the host, then `down -v` (see
