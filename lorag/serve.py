@@ -3,7 +3,8 @@
 Options override the `LORAG_*` environment (and `.env`) through `GatewaySettings.from_options`; with several
 workers they also reach each worker process as `LORAG_*` variables, the only channel uvicorn gives its workers.
 Local-mode Qdrant (a directory) takes an exclusive lock, so it
-allows one worker; use a Qdrant server (LORAG_QDRANT_URL) for more.
+allows one worker; use a Qdrant server (LORAG_QDRANT_URL) for more. Each worker is a replica with its own adapter
+service: with the admin API on (hot-swap), several workers need a shared Redis (LORAG_REDIS_URL).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and registry.needs_retrieval and not settings.qdrant_url:
         print(
             "local-mode Qdrant allows one process: use --workers 1 or a Qdrant server (--qdrant-url)", file=sys.stderr
+        )
+        return 2
+    if args.workers > 1 and settings.admin_key is not None and settings.redis_url is None:
+        print(
+            "hot-swap with several workers needs their shared state in Redis: set LORAG_REDIS_URL, or use --workers 1",
+            file=sys.stderr,
         )
         return 2
     print(
