@@ -12,7 +12,7 @@
 #   gateway      lorag serve on :8100 (retrieval: /tmp/rag/qdrant, MiniLM on the CPU), then a check that the gateway
 #                and vLLM directly see the same prompt
 #   warmup       bench.sh warmup (Triton JIT of the sampler and LoRA kernels), not recorded
-#   compare      vLLM alone / lorag retrieval off / retrieval on, c=1,16,64 -> $OUT/compare.json
+#   compare      vLLM alone / lorag retrieval off / retrieval on, c=LEVELS (1,16,64) -> $OUT/compare$COMPARE_TAG.json
 #   layouts      prompt layouts against the prefix cache, direct, c=1,16 -> $OUT/layouts.json
 #   swap         hot-swap of a1 under 16 clients with retrieval on -> $OUT/swap.json
 #   adapters LABEL LEVELS  base, 16 adapters round-robin, Zipf; direct -> $OUT/adapters-LABEL.json
@@ -89,7 +89,7 @@ PY
 }
 
 case_compare() {
-  python3 .gpu/rag_bench.py compare --levels "${LEVELS:-1,16,64}" --duration "${DURATION:-14}" --rounds 2 --out "$out/compare.json"
+  python3 .gpu/rag_bench.py compare --levels "${LEVELS:-1,16,64}" --duration "${DURATION:-14}" --rounds 2 --out "$out/compare${COMPARE_TAG:-}.json"
 }
 
 case_layouts() {
@@ -99,7 +99,7 @@ case_layouts() {
 case_swap() {
   python3 -m loadtest.swap --gateway http://127.0.0.1:8100 --admin-key bench --adapter a1 \
     --versions "$LORA_DIR/a6,$LORA_DIR/a5" --load-models a1,a2,a3,a4 --swaps 6 --clients 16 --max-tokens 64 \
-    --out "$out/swap.json"
+    --out "$out/swap${COMPARE_TAG:-}.json"
 }
 
 case_adapters() {
