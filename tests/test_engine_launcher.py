@@ -59,6 +59,7 @@ def test_command_and_env(tmp_path: Path) -> None:
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(EngineSpec("/m", "b", device="gpu"), base={})
 
 
+@pytest.mark.integration  # starts the real vLLM (it imports for ~10 s before failing)
 def test_start_fails_with_log_tail_for_a_missing_model(tmp_path: Path) -> None:
     spec = EngineSpec(model=str(tmp_path / "no-such-model"), served_name="x", port=free_port())
     with pytest.raises(EngineError, match="exited with code"):
@@ -107,6 +108,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return not _alive(pid)
 
 
+@pytest.mark.integration  # a real process tree and the watchdog's grace period: ~13 s
 def test_children_are_stopped_when_the_api_server_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 of the API server used to leave EngineCore and the workers running; the watchdog stops them."""
     engine, pid_file = _fake_engine(tmp_path, monkeypatch)

@@ -18,6 +18,9 @@ from retrieval.embedder import Embedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import StoreError, open_store
 
+# A real distillation (~30 s on 2 cores) and real shards: the integration tier.
+pytestmark = pytest.mark.integration
+
 CATALOG = demo_catalog()
 
 
