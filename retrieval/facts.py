@@ -7,6 +7,7 @@ a shop's export and must never be read as instructions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -42,6 +43,17 @@ def format_stock(stock: int | None) -> str:
     return f"in stock ({stock} units)" if stock > 0 else "out of stock"
 
 
+# Catalog text is data: a name or attribute that spells the block's fence or breaks the line could close the block
+# and write its own instructions after it. Both are neutralised; ordinary products render unchanged.
+_FENCE = re.compile(r"<\s*/?\s*catalog_facts\s*>", re.IGNORECASE)
+_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
+
+
+def inert(text: str) -> str:
+    """`text` unable to close the facts block or start a line of its own."""
+    return _BREAKS.sub(" ", _FENCE.sub("(catalog_facts)", text))
+
+
 def render_product(product: Product, max_attributes: int = 2) -> str:
     """One product on one line: the fields an answer may quote, most important first."""
     parts = [
@@ -53,7 +65,7 @@ def render_product(product: Product, max_attributes: int = 2) -> str:
     attrs = "; ".join(f"{k}: {v}" for k, v in list(product.attributes.items())[:max_attributes])
     if attrs:
         parts.append(attrs)
-    return " | ".join(parts)
+    return inert(" | ".join(parts))
 
 
 def render_facts(products: Sequence[Product], *, unknown: bool = False) -> str:

@@ -14,7 +14,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from retrieval.catalog import Product
 from retrieval.facts import render_facts, system_message
 from retrieval.question import parse
 from retrieval.retriever import Hit, RetrievalResult
@@ -75,28 +74,10 @@ def shown_hits(result: RetrievalResult, config: RetrievalConfig) -> tuple[list[H
 # Catalog text is data: it must not end the block, open another, or start a line of its own that reads as an
 # instruction. retrieval.facts renders fields as they are (the training data has none of these), so the gateway
 # defuses them here; products without such text render byte for byte as in training.
-_FENCE = re.compile(r"<\s*/?\s*catalog_facts\s*>", re.IGNORECASE)
-_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
-
-
-def _inert(text: str) -> str:
-    return _BREAKS.sub(" ", _FENCE.sub("(catalog_facts)", text))
-
-
-def _defused(product: Product) -> Product:
-    text = [product.name, product.id, product.category or "", *map(str, product.attributes.items())]
-    if not any(_FENCE.search(t) or _BREAKS.search(t) for t in text):
-        return product
-    attributes = {_inert(str(k)): _inert(str(v)) for k, v in product.attributes.items()}
-    fields = {"name": _inert(product.name), "id": _inert(product.id), "attributes": attributes}
-    if product.category:
-        fields["category"] = _inert(product.category)
-    return product.model_copy(update=fields)
-
-
 def facts_block(hits: Sequence[Hit], unknown: bool) -> str:
-    """The fenced facts block, exactly as the adapters saw it in training, with hostile catalog text defused."""
-    return render_facts([_defused(h.product) for h in hits], unknown=unknown)
+    """The fenced facts block, exactly as the adapters saw it in training (hostile catalog text is defused by
+    retrieval.facts, for training and serving alike)."""
+    return render_facts([h.product for h in hits], unknown=unknown)
 
 
 def sources(hits: Sequence[Hit]) -> list[Source]:
