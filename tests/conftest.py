@@ -11,13 +11,16 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 import yaml
+from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel, load_kit
 from lorag.launcher import Engine, kit_spec
+from server.app import create_app
 from server.settings import DEFAULT_MANIFEST, GatewaySettings
 
 KIT_DIR = Path(os.environ.get("LORAG_KIT", "build/demo-kit"))
@@ -118,3 +121,20 @@ def demo_gateway_settings(kit: KitModel, engine_url: str, work: Path, **override
         **overrides,
     }
     return GatewaySettings(_env_file=None, **options)  # type: ignore[call-arg]
+
+
+def in_process_app(tmp_path: Path, manifest: str, upstream: ASGIApp, **overrides: Any) -> FastAPI:
+    """The API tier's gateway: `manifest` written under `tmp_path`, vLLM replaced by the ASGI app `upstream`
+    (usually tests/stub_upstream.py's), local store and adapter state under `tmp_path`, no `.env`."""
+    (tmp_path / "assistants.yaml").write_text(manifest)
+    options: dict[str, Any] = {
+        "assistants": tmp_path / "assistants.yaml",
+        "upstream_url": "http://vllm.test",
+        "qdrant_url": None,
+        "qdrant_path": tmp_path / "qdrant",
+        "state_file": tmp_path / "adapters.json",
+        "embedding_threads": 1,
+        **overrides,
+    }
+    settings = GatewaySettings(_env_file=None, **options)  # type: ignore[call-arg]
+    return create_app(settings, upstream_transport=httpx.ASGITransport(app=upstream))

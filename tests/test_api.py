@@ -22,9 +22,8 @@ from retrieval.embedder import EmbedderError
 from retrieval.retriever import Hit, RetrievalResult
 from retrieval.store import StoreError
 from server import deps
-from server.app import create_app
 from server.chat import ChatService
-from server.settings import GatewaySettings
+from tests.conftest import in_process_app
 from tests.stub_upstream import Stub, StubConfig
 
 pytestmark = pytest.mark.api
@@ -67,17 +66,7 @@ def stub() -> Stub:
 
 @pytest.fixture
 def app(tmp_path: Path, stub: Stub) -> FastAPI:
-    (tmp_path / "assistants.yaml").write_text(MANIFEST)
-    settings = GatewaySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        assistants=tmp_path / "assistants.yaml",
-        upstream_url="http://vllm.test",
-        qdrant_url=None,
-        qdrant_path=tmp_path / "qdrant",
-        state_file=tmp_path / "adapters.json",
-        embedding_threads=1,
-    )
-    return create_app(settings, upstream_transport=httpx.ASGITransport(app=stub.app))
+    return in_process_app(tmp_path, MANIFEST, stub.app)
 
 
 def _with_retriever(app: FastAPI, retriever: FakeRetriever) -> None:

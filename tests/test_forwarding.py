@@ -9,19 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from server.app import create_app
 from server.assistants import Assistant, Registry
 from server.errors import InvalidRequest
 from server.prompt import retrieval_query
 from server.protocol import ChatCompletionRequest, ChatMessage
-from server.settings import GatewaySettings
 from server.upstream import upstream_message
+from tests.conftest import in_process_app
 from tests.stub_upstream import Stub, StubConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,17 +207,7 @@ def stub() -> Stub:
 
 @pytest.fixture
 def client(tmp_path: Path, stub: Stub) -> Iterator[TestClient]:
-    (tmp_path / "assistants.yaml").write_text(MANIFEST)
-    settings = GatewaySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        assistants=tmp_path / "assistants.yaml",
-        upstream_url="http://vllm.test",
-        qdrant_url=None,
-        qdrant_path=tmp_path / "qdrant",
-        state_file=tmp_path / "adapters.json",
-        max_body_bytes=16 * 1024,
-    )
-    with TestClient(create_app(settings, upstream_transport=httpx.ASGITransport(app=stub.app))) as client:
+    with TestClient(in_process_app(tmp_path, MANIFEST, stub.app, max_body_bytes=16 * 1024)) as client:
         yield client
 
 

@@ -9,9 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -20,9 +19,8 @@ from starlette.routing import Mount, Route
 from retrieval.catalog import Product
 from retrieval.retriever import Hit, RetrievalResult
 from server import deps
-from server.app import create_app
 from server.chat import ChatService
-from server.settings import GatewaySettings
+from tests.conftest import in_process_app
 from tests.stub_upstream import Stub, StubConfig
 
 pytestmark = pytest.mark.api
@@ -82,17 +80,7 @@ def says() -> Says:
 
 @pytest.fixture
 def client(tmp_path: Path, says: Says) -> Iterator[TestClient]:
-    (tmp_path / "assistants.yaml").write_text(MANIFEST)
-    settings = GatewaySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        assistants=tmp_path / "assistants.yaml",
-        upstream_url="http://vllm.test",
-        qdrant_url=None,
-        qdrant_path=tmp_path / "qdrant",
-        state_file=tmp_path / "adapters.json",
-        embedding_threads=1,
-    )
-    app: FastAPI = create_app(settings, upstream_transport=httpx.ASGITransport(app=says.app))
+    app = in_process_app(tmp_path, MANIFEST, says.app)
 
     async def chat(request: Request) -> ChatService:
         service: ChatService = copy.copy(request.state.chat)
