@@ -35,8 +35,12 @@ _PRICE = re.compile(
     rf"|(?<![\w.,$€£])(?P<bare>\d{{1,3}}(?:,\d{{3}})+\.\d\d|\d+\.\d\d)(?![\d.,]?\d)(?!\s?{_UNIT})",
     re.IGNORECASE,
 )
+# "isn't in stock", "none in stock": a negated "in stock" says out of stock (read as in stock, `correct` would
+# "fix" a true answer into a false one).
 _STOCK = re.compile(
     r"\b(?:out of stock|sold out)\b"
+    r"|(?P<neg>\b(?:isn['’]t|aren['’]t|is not|are not|not|none|nothing|no longer)"
+    r"(?: (?:currently|available|yet|now|right now))? in stock)\b"
     r"|(?<!out of )(?<!not )\bin stock(?:\s*\((?P<a>\d+) units?\))?"
     r"|\b(?P<b>\d+) (?:units?|pieces|pcs)(?: (?:left|in stock|available|remaining))?\b"
     r"|\b(?P<c>\d+) (?:left|in stock|available|remaining)\b",
@@ -149,7 +153,7 @@ def _stock(text: str) -> list[Claim]:
     claims = []
     for m in _STOCK.finditer(text):
         count = next((m.group(k) for k in "abc" if m.group(k)), None)
-        out = m.group(0).lower() in ("out of stock", "sold out")
+        out = bool(m.group("neg")) or m.group(0).lower() in ("out of stock", "sold out")
         amount = Decimal(0) if out else Decimal(count) if count else None
         claims.append(Claim("stock", m.start(), m.end(), m.group(0), amount, out_of_stock=out))
     return claims
