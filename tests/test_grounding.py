@@ -70,7 +70,11 @@ def test_stock_phrases_and_discounts_are_claims() -> None:
 
 
 def test_a_negated_in_stock_says_out_of_stock_and_is_never_corrected_into_in_stock() -> None:
-    for text in ("The Moka Nord Atlas MN-450 isn't in stock.", "It is currently not in stock.", "We have none in stock."):
+    for text in (
+        "The Moka Nord Atlas MN-450 isn't in stock.",
+        "It is currently not in stock.",
+        "We have none in stock.",
+    ):
         [claim] = claims(text)
         assert (claim.amount, claim.out_of_stock) == (Decimal(0), True), text
         assert check(text, SHOWN) == [], text  # the kettle's stock is 0: a true answer
