@@ -220,6 +220,12 @@ def _named(head: list[str], code: str, products: Sequence[Product]) -> Product |
     return None
 
 
+def _alike(mention: str, products: Sequence[Product]) -> list[Product]:
+    """Every shown product a mention names: one for a full name or SKU, several for a model code they share."""
+    *head, code = mention.split()
+    return [p for p in products if _named(head, code, [p]) is p or p.name.lower() == mention.lower()]
+
+
 def claims(text: str) -> list[Claim]:
     """Prices, stock phrases and discounts in `text`, in order (product names need the facts: see `mentions`)."""
     return sorted([*prices(text), *_stock(text), *_discounts(text)], key=lambda c: c.start)
@@ -243,7 +249,9 @@ def check(text: str, facts: Facts) -> list[Finding]:
                 reason = f"a {claim.kind} for a product that was not in the facts shown"
                 findings.append(Finding(claim, reason, "block"))
                 continue
-            candidates: Iterable[Product] = [referent]
+            # "MN-675" alone names every shown product with that code (the demo catalog has three): the price
+            # may be any one's, and no single one's figure may replace it.
+            candidates: Iterable[Product] = _alike(before[-1][0].text, facts.products) or [referent]
         elif facts.unknown:
             findings.append(Finding(claim, f"a {claim.kind} for a product marked NOT IN CATALOG", "block"))
             continue

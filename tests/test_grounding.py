@@ -82,6 +82,18 @@ def test_a_negated_in_stock_says_out_of_stock_and_is_never_corrected_into_in_sto
     assert finding.fix == "in stock (12 units)"
 
 
+def test_a_model_code_shared_by_shown_products_is_checked_against_each_and_never_fixed_to_one() -> None:
+    terra = Product(id="BNS-1", name="Moka Nord Terra MN-675", price=Decimal("49.00"), currency="USD", stock=1)
+    solo = Product(id="BNS-2", name="Moka Nord Solo MN-675", price=Decimal("18.49"), currency="USD", stock=1)
+    shown = Facts((terra, solo))
+    assert check("The MN-675 costs $18.49.", shown) == []
+    assert check("The Moka Nord Solo MN-675 costs $18.49.", shown) == []
+    [finding] = check("The MN-675 costs $5.", shown)
+    assert finding.action == "block"
+    [finding] = check("The Moka Nord Solo MN-675 costs $49.00.", shown)
+    assert finding.fix == "$18.49"
+
+
 def test_product_names_match_by_full_name_code_or_sku_and_near_misses_do_not() -> None:
     text = (
         "Vellora Crema V-520, the Crema V-520, GRN-1004 and V-520 are shown; "
