@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from adapters.demo_kit.kit import KitModel
 from lorag.launcher import Engine
-from lorag.truthfulness import evaluate, load_set, table
+from lorag.truthfulness import ask, guard_configs, load_set, table, tallies
 from server.app import create_app
 from tests.conftest import demo_gateway_settings
 
@@ -33,8 +33,10 @@ def test_no_wrong_price_and_no_priced_fake_reaches_the_client(
     settings.assistants.write_text(yaml.safe_dump(manifest))
     app = create_app(settings)
     with serve_app(app) as url:
-        tallies = asyncio.run(evaluate(url, MODELS, items, guard="on", max_tokens=40))
-    print("\n" + table(tallies))
-    for tally in tallies:
-        assert tally.answers == len(items)
+        replies = asyncio.run(ask(url, MODELS, items, max_tokens=40, concurrency=4))
+    result = tallies(replies, guard_configs(settings.assistants, MODELS, "correct"))
+    print("\n" + table(result))
+    assert sorted(t.model for t in result) == sorted(MODELS)  # one tally each: what the guarding gateway sent
+    for tally in result:
+        assert tally.guard == "correct" and tally.answers == len(items)
         assert tally.wrong_price == 0 and tally.fakes_priced == 0, (tally.model, tally.failures)
