@@ -8,14 +8,14 @@ which would take the Hub away from everything else in the process too.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from retrieval.batching import MicroBatcher
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 Vectors = npt.NDArray[np.float32]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class EmbedderError(RuntimeError):
@@ -44,10 +45,35 @@ def resolve_model(name: str) -> str:
     return name
 
 
-class Embedder:
-    """Turns texts into L2-normalised vectors (cosine similarity is then a dot product)."""
+def pick_device(device: Device) -> str:
+    """The torch device for `device`: 'auto' is CUDA when torch sees a GPU, else the CPU."""
+    import torch
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int | None = None) -> None:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EmbedderError("LORAG_EMBEDDING_DEVICE=cuda, but torch sees no CUDA device")
+    return device
+
+
+class Embedder:
+    """Turns texts into L2-normalised vectors (cosine similarity is then a dot product).
+
+    Queries (`embed_query`) from concurrent threads share forward passes through a MicroBatcher unless
+    `batching` is off, in which case each caller runs its own pass at once.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        batch_size: int = 64,
+        threads: int | None = None,
+        device: Device = "auto",
+        batching: bool = True,
+        max_batch: int = 32,
+        batch_wait: float = 0.0,
+    ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -58,12 +84,11 @@ class Embedder:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in some versions
         self.name = model
         self.batch_size = batch_size
-        self._turn = threading.Condition(threading.Lock())
-        self._waiting: list[tuple[str, Future[Vectors]]] = []
-        self._busy = False
+        self.device = pick_device(device)
+        self.batcher = MicroBatcher(self.embed, max_batch=max_batch, wait=batch_wait) if batching else None
         try:
             self._model: SentenceTransformer = SentenceTransformer(
-                resolve_model(model), device="cpu", local_files_only=True
+                resolve_model(model), device=self.device, local_files_only=True
             )
         except OSError as exc:
             raise EmbedderError(f"could not load embedding model {model!r}: {exc}") from exc
@@ -74,9 +99,16 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: RetrievalSettings) -> Embedder:
-        """The embedder that settings name (LORAG_EMBEDDING_MODEL, _BATCH_SIZE, _THREADS)."""
+        """The embedder that settings name (LORAG_EMBEDDING_MODEL, _BATCH_SIZE, _THREADS, _DEVICE, _BATCHING,
+        _MAX_BATCH, _BATCH_WAIT_MS)."""
         return cls(
-            settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.embedding_threads
+            settings.embedding_model,
+            batch_size=settings.embedding_batch_size,
+            threads=settings.embedding_threads,
+            device=settings.embedding_device,
+            batching=settings.embedding_batching,
+            max_batch=settings.embedding_max_batch,
+            batch_wait=settings.embedding_batch_wait_ms / 1000,
         )
 
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -94,32 +126,12 @@ class Embedder:
         return result
 
     def embed_query(self, text: str) -> Vectors:
-        """The vector of one query; queries arriving together from several threads share one forward pass."""
-        # One batched pass costs little more than one query's, so under concurrency whichever caller finds the
-        # model idle embeds everything waiting; the others sleep until their vector is set or the model is
-        # free again. A lone caller embeds at once: no timer, no added latency.
-        future: Future[Vectors] = Future()
-        with self._turn:
-            self._waiting.append((text, future))
-            while not future.done():
-                if self._busy:
-                    self._turn.wait()
-                    continue
-                self._busy = True
-                batch, self._waiting = self._waiting[: self.batch_size], self._waiting[self.batch_size :]
-                self._turn.release()
-                try:
-                    vectors = self.embed([t for t, _ in batch])
-                    for (_, waiter), vector in zip(batch, vectors, strict=True):
-                        waiter.set_result(vector)
-                except BaseException as exc:  # every waiter must wake up, with the failure
-                    for _, waiter in batch:
-                        waiter.set_exception(exc)
-                finally:
-                    self._turn.acquire()
-                    self._busy = False
-                    self._turn.notify_all()
-        return future.result()
+        """The vector of one query; with batching on, queries arriving together from several threads share one
+        forward pass (see retrieval.batching)."""
+        if self.batcher is None:
+            vector: Vectors = self.embed([text])[0]
+            return vector
+        return self.batcher(text)
 
 
 def distill_static(out: Path, source: str = DEFAULT_MODEL, dims: int = 256) -> Path:

@@ -51,6 +51,20 @@ class RetrievalSettings(LoragSettings):
     embedding_threads: int | None = Field(
         default=None, ge=1, description="torch CPU threads (process-wide); unset keeps torch's default."
     )
+    embedding_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the embedder runs: 'auto' is the GPU when torch sees one, else the CPU."
+    )
+    embedding_batching: bool = Field(
+        default=True, description="Queries of concurrent requests share one forward pass (micro-batching)."
+    )
+    embedding_max_batch: int = Field(default=32, ge=1, description="Most queries in one shared forward pass.")
+    embedding_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        description="How long the first query of a pass waits for others to join it; 0: only the queries that "
+        "arrived while the previous pass ran.",
+    )
     fusion: Fusion = Field(default="dbsf", description="How dense and lexical results fuse: rrf or dbsf.")
     prefetch_limit: int = Field(default=50, ge=1, description="Candidates per side before fusion.")
     unknown_min_similarity: float = Field(
