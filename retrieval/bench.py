@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retrieval import lexical
 from retrieval.beir import Dataset, load_beir, wands_to_beir
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog, synthetic_catalog
 from retrieval.embedder import Embedder
+from retrieval.esci import esci_to_beir
+from retrieval.fields import field_variant
+from retrieval.fusion import sparse_first, weighted_dbsf
 from retrieval.ingest import IngestReport, ingest
 from retrieval.loaders import Row
 from retrieval.queries import labelled_queries, write_beir
@@ -34,6 +39,9 @@ from retrieval.store import METHODS, CatalogIndex, open_store
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
+# Dense weights of the client-side DBSF measured by --fusion-grid (0.5 ranks as the store's DBSF).
+DENSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SPARSE_FIRST = "sparse-first"
 
 
 @dataclass
@@ -71,10 +79,22 @@ def _open_store(
     return store, close, report
 
 
+def fusion_methods(grid: bool) -> tuple[str, ...]:
+    """Names of the client-side fusions measured beside the store's methods."""
+    return (*(f"dbsf w={w:.1f}" for w in DENSE_WEIGHTS), SPARSE_FIRST) if grid else ()
+
+
 def evaluate(
-    dataset: Dataset, embedder: Embedder, settings: RetrievalSettings, root: Path, backend: StoreKind = "qdrant"
+    dataset: Dataset,
+    embedder: Embedder,
+    settings: RetrievalSettings,
+    root: Path,
+    backend: StoreKind = "qdrant",
+    *,
+    fusion_grid: bool = False,
 ) -> dict[str, Any]:
-    """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline) and the unknown-signal cases."""
+    """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline; with `fusion_grid` also DBSF weighted per
+    side and sparse-first, fused here from the two top-100 lists) and the unknown-signal cases."""
     store, close, report = _open_store(dataset.products, embedder, root, backend)
     try:
         retriever = Retriever(
@@ -86,14 +106,24 @@ def evaluate(
         )
         judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
         vectors = embedder.embed([dataset.queries[q] for q in judged])
-        scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, PIPELINE)}
+        extra = fusion_methods(fusion_grid)
+        scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, *extra, PIPELINE)}
         for qid, dense in zip(judged, vectors, strict=True):
             text, rel = dataset.queries[qid], dataset.qrels[qid]
             kind = str(dataset.query_meta.get(qid, {}).get("kind", "all"))
             sparse = lexical.query_vector(text)
+            lists: dict[str, list[tuple[str, float]]] = {}
+            similarity: dict[str, float] = {}
             for method in METHODS:
-                hits = store.search(dense, sparse, method=method, limit=100, prefetch_limit=100)
+                hits = store.search(dense, sparse, method=method, limit=100, prefetch_limit=100, with_dense=bool(extra))
+                lists[method] = [(h.product.id, h.score) for h in hits]
+                similarity.update({h.product.id: float(np.dot(dense, h.dense)) for h in hits if h.dense is not None})
                 _score(scores[method], [h.product.id for h in hits], rel, kind)
+            if extra:
+                for w in DENSE_WEIGHTS:
+                    fused = weighted_dbsf(lists["dense"], lists["sparse"], w)
+                    _score(scores[f"dbsf w={w:.1f}"], fused, rel, kind)
+                _score(scores[SPARSE_FIRST], sparse_first(lists["sparse"], lists["dense"], similarity), rel, kind)
             result = retriever.retrieve(text, top_k=100)
             _score(scores[PIPELINE], [h.product.id for h in result.hits], rel, kind)
         unknown = [
@@ -177,14 +207,18 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
         return precision, recall, tp, fp, fn
 
     p, r, tp, fp, fn = pr([c.predicted for c in cases], [c.truth for c in cases])
+    real = sum(not c.truth for c in cases)
     lines = [
         f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
-        f"{sum(not c.truth for c in cases)} about real ones; threshold {threshold:.2f})",
+        f"{real} about real ones; threshold {threshold:.2f})",
         "",
         "| scope | precision | recall | TP | FP | FN |",
         "|---|---|---|---|---|---|",
         f"| all | {p} | {r} | {tp} | {fp} | {fn} |",
     ]
+    if real:
+        # The failure that refuses a sale: a product the catalog holds called NOT IN CATALOG.
+        lines.insert(1, f"False flags on questions about products the catalog holds: {fp}/{real} = {fp / real:.1%}")
     for path in ("code", "name", "generic"):
         sub = [c for c in cases if c.path == path]
         if sub:
@@ -268,8 +302,16 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
             sets.insert(0, write_beir(queries, catalog, root / "lorag-demo"))
         if args.wands:
             sets.append(wands_to_beir(args.wands, root / "wands"))
+        if args.esci:
+            sets.append(esci_to_beir(args.esci, root / f"esci-{args.esci.stem}"))
         for i, path in enumerate(sets):
-            result = evaluate(load_beir(path), embedder, settings, root / f"store-{i}", settings.store)
+            dataset = load_beir(path)
+            if args.fields != "all":
+                dataset.products = field_variant(dataset.products, args.fields)
+                dataset.name += f" (fields: {args.fields})"
+            result = evaluate(
+                dataset, embedder, settings, root / f"store-{i}", settings.store, fusion_grid=args.fusion_grid
+            )
             print(quality_table(result, args.bootstrap), end="\n\n")
             table = unknown_table(result["unknown"], settings.unknown_min_similarity)
             if table:

@@ -1,0 +1,103 @@
+"""The ESCI sample and its loader, the client-side fusions and the per-field variants the benchmark measures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from retrieval.beir import load_beir
+from retrieval.catalog import Product
+from retrieval.esci import GRADES, SAMPLE, esci_to_beir
+from retrieval.fields import field_variant
+from retrieval.fusion import dbsf_normalise, sparse_first, weighted_dbsf
+
+
+def test_sample_converts_with_grades_and_unknown_marks(tmp_path: Path) -> None:
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    dataset = load_beir(esci_to_beir(SAMPLE, tmp_path / "esci"))
+    assert len(dataset.products) == len({r["product_id"] for r in rows}) == 200
+    assert len(dataset.queries) == 200
+    by_query = {r["query_id"]: r for r in rows}
+    for qid, judged in dataset.qrels.items():
+        row = by_query[qid]
+        assert judged == {row["product_id"]: GRADES[row["esci_label"]]}
+        # Only an Exact judgement says the catalog holds what was asked for.
+        assert dataset.query_meta[qid] == ({"unknown": False} if row["esci_label"] == "Exact" else {})
+    exact = sum(1 for r in rows if r["esci_label"] == "Exact")
+    assert sum("unknown" in m for m in dataset.query_meta.values()) == exact == 138
+
+
+def test_sample_products_keep_text_without_markup(tmp_path: Path) -> None:
+    dataset = load_beir(esci_to_beir(SAMPLE, tmp_path / "esci"))
+    koala = next(p for p in dataset.products if p.id == "B01LVWQY6K")
+    assert koala.name.startswith("Mama Koala One Size Baby Washable")
+    assert koala.attributes == {"brand": "Mama Koala", "color": "Jagger"}
+    assert "Product Details" in koala.description and "<b>" not in koala.description
+    assert "NO LEAKS" in koala.description  # bullet points are part of the description
+    assert all(p.price is None and p.category is None for p in dataset.products)  # ESCI says neither
+
+
+def test_other_locales_and_untitled_products_are_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "esci.csv"
+    head = "query,query_id,product_id,product_locale,esci_label,product_title,product_description\n"
+    path.write_text(
+        head
+        + "kettle,1,P1,us,Exact,Steel Kettle,&lt;b&gt;\n"
+        + "kettle,1,P2,es,Exact,Hervidor,\n"
+        + "mug,2,P3,us,Substitute,,\n"
+        + "mug,2,P1,us,Irrelevant,Steel Kettle,\n"
+    )
+    dataset = load_beir(esci_to_beir(path, tmp_path / "out"))
+    assert [p.id for p in dataset.products] == ["P1"]
+    assert dataset.qrels == {"1": {"P1": 3}, "2": {"P1": 0}}
+    assert dataset.query_meta == {"1": {"unknown": False}, "2": {}}
+
+
+def test_dbsf_normalise_matches_mean_three_sigma() -> None:
+    assert dbsf_normalise([]) == []
+    assert dbsf_normalise([0.7]) == [1.0]
+    low, mid, high = dbsf_normalise([1.0, 2.0, 3.0])
+    assert mid == pytest.approx(0.5) and low < mid < high
+    assert 0.0 <= low and high <= 1.0
+
+
+def test_weighted_dbsf_ends_are_the_single_lists() -> None:
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
+    sparse = [("c", 12.0), ("d", 11.0), ("a", 1.0)]
+    assert weighted_dbsf(dense, sparse, 1.0)[:3] == ["a", "b", "c"]
+    assert weighted_dbsf(dense, sparse, 0.0)[:3] == ["c", "d", "a"]
+    # In between, a product both lists rank well beats one only a single list found.
+    both = [("a", 0.9), ("b", 0.5), ("c", 0.4)]
+    assert weighted_dbsf(both, [("a", 5.0), ("c", 4.0), ("e", 3.0)], 0.5)[0] == "a"
+
+
+def test_sparse_first_breaks_ties_by_similarity_and_appends_dense() -> None:
+    sparse = [("a", 2.0), ("b", 2.0), ("c", 1.0)]
+    dense = [("x", 0.9), ("b", 0.8), ("a", 0.1)]
+    order = sparse_first(sparse, dense, {"a": 0.1, "b": 0.8, "c": 0.5, "x": 0.9})
+    assert order == ["b", "a", "c", "x"]
+
+
+def test_field_variants() -> None:
+    product = Product(id="K1", name="Steel Kettle", description="Boils fast.")
+    assert field_variant([product], "all") == [product]
+    assert field_variant([product], "name")[0].description == ""
+    assert field_variant([product], "name2")[0].description == "Steel Kettle. Boils fast."
+    with pytest.raises(ValueError, match="unknown field variant"):
+        field_variant([product], "brand")
+
+
+def test_unknown_table_reports_false_flags_on_real_products() -> None:
+    from retrieval.bench import UnknownCase, unknown_table
+
+    cases = [
+        UnknownCase(truth=False, predicted=True, path="generic", best_similarity=0.3, names_category=False),
+        UnknownCase(truth=False, predicted=False, path="generic", best_similarity=0.6, names_category=False),
+        UnknownCase(truth=True, predicted=True, path="name", best_similarity=0.2, names_category=False),
+    ]
+    table = unknown_table(cases, 0.45)
+    assert "False flags on questions about products the catalog holds: 1/2 = 50.0%" in table
+    assert "| all | 0.500 | 1.000 | 1 | 1 | 0 |" in table
