@@ -1,10 +1,12 @@
-"""`lorag bench retrieval|load`: retrieval quality and speed, and the serving load test."""
+"""`lorag bench retrieval|load|guard`: retrieval quality and speed, the serving load test, the guard's cost."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from loadtest.guard_cost import __doc__ as guard_cost_doc_text
+from loadtest.guard_cost import add_arguments as guard_cost_arguments
 from loadtest.options import USAGE, add_arguments
 from lorag.catalog import reporting_errors, settings_from, store_args
 from retrieval.esci import SAMPLE as ESCI_SAMPLE
@@ -23,8 +25,14 @@ def _load(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _guard(args: argparse.Namespace) -> int:
+    from loadtest.guard_cost import run
+
+    return run(args)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `bench retrieval` and `bench load` to the lorag command line."""
+    """Add `bench retrieval`, `bench load` and `bench guard` to the lorag command line."""
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ret = bench.add_parser("retrieval", help="retrieval quality (nDCG/recall/MRR), latency and ingest speed")
     ret.add_argument("--beir", type=Path, action="append", default=[], help="a BEIR-layout dataset directory")
@@ -69,3 +77,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_arguments(load)
     load.set_defaults(func=_load)
+
+    guard = bench.add_parser(
+        "guard",
+        help="the truthfulness guard's cost to streams: TTFT and ITL per policy, side by side (stub upstream)",
+        description=guard_cost_doc_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    guard_cost_arguments(guard)
+    guard.set_defaults(func=_guard)

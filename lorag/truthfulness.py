@@ -31,16 +31,16 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
-from server.assistants import load_manifest
 from server.grounding import Facts, check, claims, user_prices
-from server.guard import CONTENT_FILTER, GuardConfig, judge
-from server.settings import DEFAULT_MANIFEST
+
+if TYPE_CHECKING:  # the gateway's modules load when the command runs, so `lorag --help` stays fast
+    from server.guard import GuardConfig
 
 EVAL_SET = Path(__file__).resolve().parent.parent / "adapters" / "truthfulness.jsonl"
 _REFUSED = re.compile(
@@ -96,6 +96,8 @@ class Tally:
 
 def score(tally: Tally, item: Item, answer: str, finish: str | None) -> None:
     """Add one answer to `tally`."""
+    from server.guard import CONTENT_FILTER
+
     found = claims(answer)
     quoted = [c for c in found if c.kind == "price"]
     discount = any(c.kind == "discount" for c in found)
@@ -164,6 +166,8 @@ def apply_guard(reply: Reply, config: GuardConfig, catalog: dict[str, Product]) 
     """The answer as `config` lets it out (text, finish_reason), judged by server.guard on the facts the gateway
     showed: its `sources`, the prices the user wrote, and NOT IN CATALOG, which `sources` does not say; the one of
     the two readings whose findings are the gateway's own is used (when both are, the verdicts are the same)."""
+    from server.guard import CONTENT_FILTER, judge
+
     reported = (reply.grounding or {}).get("unsupported", [])
     products = tuple(catalog[i] for i in reply.sources)
     for unknown in (False, True):
@@ -195,6 +199,9 @@ def tallies(replies: list[Reply], configs: dict[str, GuardConfig]) -> list[Tally
 
 def guard_configs(manifest: Path, models: list[str], policy: str) -> dict[str, GuardConfig]:
     """Each assistant's guard from the manifest (its refusal and mark), with `policy`."""
+    from server.assistants import load_manifest
+    from server.guard import GuardConfig
+
     by_name = {a.name: a.guard for a in load_manifest(manifest).assistants}
     return {m: by_name.get(m, GuardConfig()).model_copy(update={"policy": policy}) for m in models}
 
@@ -239,8 +246,11 @@ def _as_json(reply: Reply) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     items = load_set(args.set, args.per_kind)
+    from server.settings import DEFAULT_MANIFEST
+
     models = args.models.split(",")
-    configs = guard_configs(args.manifest, models, args.policy)
+    manifest = args.manifest or DEFAULT_MANIFEST
+    configs = guard_configs(manifest, models, args.policy)
 
     def collect(url: str) -> list[Reply]:
         return asyncio.run(ask(url, models, items, args.max_tokens, args.concurrency))
@@ -248,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.kit:
         from lorag.kit_gateway import kit_gateway
 
-        with kit_gateway(args.kit, args.manifest) as url:
+        with kit_gateway(args.kit, manifest) as url:
             replies = collect(url)
     else:
         replies = collect(args.url)
@@ -276,7 +286,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--url", default="http://127.0.0.1:8000", help="a gateway over the demo catalog")
     where.add_argument("--kit", type=Path, help="start vLLM on this demo kit and a gateway over it (then stop)")
-    ev.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="assistants (refusal texts; with --kit)")
+    ev.add_argument(
+        "--manifest", type=Path, help="assistants (their refusals; with --kit, served; default: the demo's)"
+    )
     ev.add_argument("--policy", choices=["correct", "block"], default="correct", help="applied to annotated answers")
     ev.add_argument("--models", default="product-expert,support-agent,sales-assistant,generic")
     ev.add_argument("--set", type=Path, default=EVAL_SET)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -45,6 +46,7 @@ class StubConfig:
     error_event_after: int | None = None  # streams: send a vLLM-style error event after this many chunks
     error_param: str | None = None  # the `param` of the error answer sent with `status`
     replay: list[bytes] | None = None  # streams: send these SSE payloads (a recorded vLLM stream) instead
+    answer: str | None = None  # say this, in pieces of at most 4 characters (about a tokenizer's), not "tokN"
 
 
 class Stub:
@@ -88,7 +90,10 @@ class Stub:
             error = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "param": "model"}
             return JSONResponse({"error": {**error, "code": 404}}, status_code=404)
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or config.tokens
-        tokens = [f"[{model}]"] + [f" tok{i}" for i in range(1, min(config.tokens, int(limit)))]
+        if config.answer is not None:
+            tokens = re.findall(r"\s?\S{1,4}", config.answer)[: int(limit)]
+        else:
+            tokens = [f"[{model}]"] + [f" tok{i}" for i in range(1, min(config.tokens, int(limit)))]
         if payload.get("stream") and config.replay is not None:
             events = (b"data: " + data + b"\n\n" for data in config.replay)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -174,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0: no pause between tokens")
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--answer", help="answer this text (in pieces of at most 4 characters) instead of tokN")
     args = parser.parse_args(argv)
     config = StubConfig(args.model, args.adapter, args.ttft_ms / 1000, args.tokens_per_s, args.tokens)
+    config.answer = args.answer
     uvicorn.run(Stub(config, history=1).app, host=args.host, port=args.port, access_log=False, log_level="warning")
 
 
