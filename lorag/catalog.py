@@ -30,6 +30,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from retrieval.embedder import Embedder
     from retrieval.ingest import ingest
     from retrieval.loaders import PRESETS, load_mapping, read_catalog
+    from retrieval.snapshots import publish
     from retrieval.store import open_store
 
     settings = settings_from(args)
@@ -38,7 +39,8 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"no such file: {args.path}", file=sys.stderr)
         return 2
     embedder = Embedder.from_settings(settings)
-    store, close = open_store(settings)
+    store, close = open_store(settings, write=True)
+    generation = None
     try:
         report = ingest(
             read_catalog(args.path, mapping),
@@ -51,6 +53,9 @@ def _ingest(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             total=_count_lines(args.path),
         )
+        if not settings.qdrant_url and settings.store == "qdrant":
+            # Published while the writer's lock is held: gateway workers switch to it (retrieval.snapshots).
+            generation = publish(settings.qdrant_path)
     finally:
         close()
     for error in report.errors[:MAX_ERRORS_SHOWN]:
@@ -58,6 +63,8 @@ def _ingest(args: argparse.Namespace) -> int:
     if report.rejected > MAX_ERRORS_SHOWN:
         print(f"... and {report.rejected - MAX_ERRORS_SHOWN} more rejected rows", file=sys.stderr)
     print(report.summary())
+    if generation is not None:
+        print(f"published catalog snapshot {generation} in {settings.qdrant_path}")
     return 1 if report.rejected else 0
 
 

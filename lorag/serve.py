@@ -2,9 +2,10 @@
 
 Options override the `LORAG_*` environment (and `.env`) through `GatewaySettings.from_options`; with several
 workers they also reach each worker process as `LORAG_*` variables, the only channel uvicorn gives its workers.
-Local-mode Qdrant (a directory) takes an exclusive lock, so it
-allows one worker; use a Qdrant server (LORAG_QDRANT_URL) for more. Each worker is a replica with its own adapter
-service: with the admin API on (hot-swap), several workers need a shared Redis (LORAG_REDIS_URL).
+Local-mode Qdrant (a directory) takes an exclusive lock, so
+several workers read it from published snapshots (retrieval.snapshots; each worker loads its own copy), or use a
+Qdrant server (LORAG_QDRANT_URL); the Qdrant Edge store allows one worker. Each worker is a replica with its own
+adapter service: with the admin API on (hot-swap), several workers need a shared Redis (LORAG_REDIS_URL).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from retrieval.settings import RetrievalSettings
 
 # Options that override the gateway settings of the same name.
 _OPTIONS = ("host", "port", "assistants", "upstream_url", "qdrant_url", "qdrant_path", "collection")
@@ -36,10 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.workers > 1 and registry.needs_retrieval and not settings.qdrant_url:
-        print(
-            "local-mode Qdrant allows one process: use --workers 1 or a Qdrant server (--qdrant-url)", file=sys.stderr
-        )
-        return 2
+        if settings.store == "edge":
+            print("the Qdrant Edge store allows one process: use --workers 1 or LORAG_STORE=qdrant", file=sys.stderr)
+            return 2
+        if (problem := _snapshot_for_workers(settings)) is not None:
+            print(problem, file=sys.stderr)
+            return 2
     if args.workers > 1 and settings.admin_key is not None and settings.redis_url is None:
         print(
             "hot-swap with several workers needs their shared state in Redis: set LORAG_REDIS_URL, or use --workers 1",
@@ -67,6 +73,20 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[f"LORAG_{name.upper()}"] = str(value)
     uvicorn.run("server.app:create_app", factory=True, workers=args.workers, **run)
     return 0
+
+
+def _snapshot_for_workers(settings: RetrievalSettings) -> str | None:
+    """Serve the local-mode store from published snapshots (one private copy per worker); None when ready."""
+    from retrieval.snapshots import ensure_published
+    from retrieval.store import StoreError
+
+    try:
+        generation = ensure_published(settings.qdrant_path, settings.collection)
+    except StoreError as exc:
+        return f"{exc}: wait for the ingest to finish, or use a Qdrant server (--qdrant-url)"
+    where = f"snapshot {generation}" if generation else "no catalog yet (workers load the first ingest)"
+    print(f"catalog in {settings.qdrant_path}: {where}; each worker holds its own copy in memory", file=sys.stderr)
+    return None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

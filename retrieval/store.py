@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from retrieval import snapshots
 from retrieval.edge_store import EdgeCatalogStore
 from retrieval.qdrant_store import CatalogStore, build_client
 from retrieval.settings import RetrievalSettings
@@ -46,13 +47,20 @@ __all__ = [
 ]
 
 
-def open_store(settings: RetrievalSettings) -> tuple[CatalogIndex, Callable[[], None]]:
-    """The catalog store that settings name and the function that closes it (the caller owns both)."""
+def open_store(settings: RetrievalSettings, *, write: bool = False) -> tuple[CatalogIndex, Callable[[], None]]:
+    """The catalog store that settings name and the function that closes it (the caller owns both).
+
+    A local-mode store that has published snapshots (see retrieval.snapshots) is read from its newest snapshot,
+    so any number of processes can read it while ingest writes; `write` opens the writer's directory itself.
+    """
     if settings.store == "edge":
         if settings.qdrant_url:
             raise StoreError("LORAG_STORE=edge is an embedded store: unset LORAG_QDRANT_URL to use it")
         settings.qdrant_path.mkdir(parents=True, exist_ok=True)
         edge = EdgeCatalogStore(settings.qdrant_path, settings.collection)
         return edge, edge.close
+    if not write and not settings.qdrant_url and snapshots.published(settings.qdrant_path):
+        reader = snapshots.SnapshotStore(settings.qdrant_path, settings.collection)
+        return reader, reader.close
     client = build_client(settings)
     return CatalogStore(client, settings.collection), client.close
