@@ -3,6 +3,8 @@
 # on"). Run from the repo root after the wheel chunks are in /tmp/w and the extras in /tmp/x (or, on any GPU host
 # with `pip install -e '.[gpu]'`, point MODEL_DIR/LORA_DIR at real folders and start at `engine`).
 # Usage: bash loadtest/gpu/rag.sh STEP...    (results in $OUT, log $OUT/rag-log.txt)
+#   unpack       the carried parts (.whl/c1..c7, 32 MiB each, copied into /tmp/w call by call) joined: vLLM's wheel
+#                chunks, the extras (ragx.tar.xz -> /tmp/x) and the extra wheels (limits, deprecated, peft)
 #   setup        .gpu/ from loadtest/gpu; setup.sh (vLLM into /tmp/site, dummy Qwen3-8B, 16 adapters); the extras
 #                (qdrant-client and sentence-transformers wheels, MiniLM back to fp32 in /tmp/minilm, Qwen's real
 #                tokenizer over the dummy model's whitespace one)
@@ -16,7 +18,12 @@
 #   layouts      prompt layouts against the prefix cache, direct, c=1,16 -> $OUT/layouts.json
 #   swap         hot-swap of a1 under 16 clients with retrieval on -> $OUT/swap.json
 #   adapters LABEL LEVELS  base, 16 adapters round-robin, Zipf; direct -> $OUT/adapters-LABEL.json
-#   memory LABEL [VLLM ARGS...]  an eager engine start that only reports memory (no benchmark), then stops it
+#   memory LABEL an eager engine start that only reports memory (no benchmark); vLLM args from MEMORY_ARGS_LABEL
+#                (or MEMORY_ARGS); the engine stays up until the next engine/memory/stopall step
+#   probe NAME   one chat request to vLLM for model NAME (an adapter loaded with --lora-modules, say)
+#   stopall      stops the gateway and vLLM (frees the GPU)
+#   train        random bf16 weights for the Qwen3-8B folder, a `lorag train dataset` from the demo catalog, then
+#                `lorag train lora` at rank 16 and 64 (TRAIN_STEPS, 40) -> $OUT/train.jsonl (train_gpu.py)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)" && cd "$repo"
@@ -29,6 +36,13 @@ export PYTHONPATH="$PYTHONPATH:$repo" VLLM_SERVER_DEV_MODE=1
 export LORAG_QDRANT_PATH=/tmp/rag/qdrant LORAG_EMBEDDING_MODEL=/tmp/minilm
 t0=$EPOCHREALTIME
 stamp() { awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$1" 'BEGIN { printf "[%6.1f s] %s\n", b - a, s }'; }
+
+unpack() {
+  cat /tmp/w/part.* | tar x -C /tmp/w || exit 1
+  (cd /tmp/w && sha256sum --quiet -c SUMS) || exit 1
+  mkdir -p /tmp/x && tar xJf /tmp/w/ragx.tar.xz -C /tmp/x && cp /tmp/w/extra/*.whl /tmp/x/wheels/ || exit 1
+  rm -f /tmp/w/part.* && ls /tmp/w /tmp/x/wheels
+}
 
 setup() {
   bash .gpu/setup.sh 16 16 || exit 1
@@ -88,6 +102,53 @@ print("same prompt check: gateway rag", g["usage"]["prompt_tokens"], "tokens, di
 PY
 }
 
+gpu_apps() {
+  # Which processes hold GPU memory: with LORAG_EMBEDDING_DEVICE=auto the gateway's embedder is one of them.
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv | tee "$out/gpu-apps${COMPARE_TAG:-}.txt"
+  echo "gateway pid $(cat /tmp/gateway.pid); LORAG_EMBEDDING_* set: $(env | grep ^LORAG_EMBEDDING_ | tr '\n' ' ')" \
+    | tee -a "$out/gpu-apps${COMPARE_TAG:-}.txt"
+}
+
+stopall() {
+  bash .gpu/lorag.sh stop || true
+  if [ -f /tmp/vllm.pid ] && kill -0 "$(cat /tmp/vllm.pid)" 2>/dev/null; then
+    kill -- "-$(cat /tmp/vllm.pid)"; for _ in $(seq 60); do kill -0 "$(cat /tmp/vllm.pid)" 2>/dev/null || break; sleep 1; done; sleep 3
+  fi
+  nvidia-smi --query-gpu=memory.used,memory.total --format=csv
+}
+
+probe() {
+  python3 - "$1" <<'PY'
+import json, sys, time, urllib.error, urllib.request
+body = {"model": sys.argv[1], "messages": [{"role": "user", "content": "How much is the Aeropress?"}], "max_tokens": 8}
+req = urllib.request.Request("http://127.0.0.1:8000/v1/chat/completions", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+t = time.perf_counter()
+try:
+    with urllib.request.urlopen(req, timeout=120) as r:
+        print(f"probe {sys.argv[1]}: {r.status} in {(time.perf_counter() - t) * 1000:.0f} ms, usage",
+              json.loads(r.read())["usage"])
+except urllib.error.HTTPError as e:
+    print(f"probe {sys.argv[1]}: {e.code} {e.read().decode()[:300]}")
+PY
+  curl -s http://127.0.0.1:8000/v1/models | python3 -c 'import json,sys; print("served:", [m["id"] for m in json.load(sys.stdin)["data"]])'
+}
+
+train() {
+  local steps="${TRAIN_STEPS:-40}"
+  python3 .gpu/train_gpu.py weights --config-dir "$MODEL_DIR" --out /tmp/qwen3-8b-rand | tee -a "$out/train.jsonl" || exit 1
+  mkdir -p /tmp/train
+  python3 -m lorag train dataset --catalog /tmp/rag/catalog.jsonl --out /tmp/train/data --samples 1000 --eval-samples 50 \
+    | tail -n 20 || exit 1
+  for rank in 16 64; do
+    python3 .gpu/train_gpu.py run --base /tmp/qwen3-8b-rand --data /tmp/train/data --out "/tmp/train/r$rank" \
+      --rank "$rank" --steps "$steps" --batch 8 --max-length 1024 2> "/tmp/train/r$rank.err" | tee -a "$out/train.jsonl"
+    tail -c 600 "/tmp/train/r$rank.err"
+    cp "/tmp/train/r$rank/run.json" "$out/train-r$rank-run.json" 2>/dev/null
+    ls -la "/tmp/train/r$rank"
+  done
+}
+
 case_compare() {
   python3 .gpu/rag_bench.py compare --levels "${LEVELS:-1,16,64}" --duration "${DURATION:-14}" --rounds 2 --out "$out/compare${COMPARE_TAG:-}.json"
 }
@@ -134,7 +195,12 @@ while [ $# -gt 0 ]; do
     layouts) case_layouts ;;
     swap) case_swap ;;
     adapters) case_adapters "$1" "$2"; shift 2 ;;  # LABEL LEVELS, both given
-    memory) label="$1"; shift; memory "$label" ${MEMORY_ARGS:-} ;;
+    memory) label="$1"; shift; margs="MEMORY_ARGS_$label"; memory "$label" ${!margs:-${MEMORY_ARGS:-}} ;;
+    unpack) unpack ;;
+    gpu_apps) gpu_apps ;;
+    stopall) stopall ;;
+    probe) probe "$1"; shift ;;
+    train) train ;;
     *) echo "rag.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
