@@ -8,7 +8,8 @@ QDRANT := build/qdrant
 TORCH := torch==2.13.0+cpu
 # Where pip cannot find torch 2.13.0+cpu locally (a user's machine), it comes from PyTorch's CPU wheel index.
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
-KIT_SOURCES := $(wildcard adapters/demo_kit/*.py) adapters/training.py retrieval/facts.py \
+KIT_SOURCES := $(wildcard adapters/demo_kit/*.py) adapters/training.py adapters/finetune.py adapters/dataset.py \
+               adapters/samples.py adapters/mix.py adapters/persona.py retrieval/facts.py \
                retrieval/demo_catalog.py retrieval/catalog.py
 
 .PHONY: install redis-server kit catalog demo engine test lint unit compose-test clean

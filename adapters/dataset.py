@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from adapters.mix import KINDS, Mix
+from adapters.mix import KINDS, Mix, Shape
 from adapters.persona import Persona
 from adapters.samples import Generator, Pool, Sample
 from retrieval.catalog import Product
@@ -80,9 +80,19 @@ def _generate(gen: Generator, counts: dict[str, int], desc: str) -> list[Sample]
     return [gen.make(kind) for kind in tqdm(plan, desc=desc, unit="sample", file=sys.stderr, leave=False)]
 
 
-def build_dataset(
+def build_dataset(products: list[Product], out: Path, **options: Any) -> dict[str, Any]:
+    """Write train.jsonl, eval.jsonl and card.json under `out` (options: those of make_dataset); the card."""
+    splits, card = make_dataset(products, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, samples in splits.items():
+        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def make_dataset(
     products: list[Product],
-    out: Path,
     *,
     total: int = 2000,
     eval_size: int = 200,
@@ -92,27 +102,24 @@ def build_dataset(
     eval_share: float = 0.1,
     seed: int = 0,
     source: str = "",
-) -> dict[str, Any]:
-    """Write train.jsonl, eval.jsonl and card.json under `out`; the card."""
-    mix, persona, domain = mix or Mix(), persona or Persona(), domain or []
+    shape: Shape | None = None,
+) -> tuple[dict[str, list[Sample]], dict[str, Any]]:
+    """The train and eval samples, and the data card, without writing them."""
+    mix, persona, domain, shape = mix or Mix(), persona or Persona(), domain or [], shape or Shape()
     weights = dict(mix.weights)
     if not domain and weights.get("domain", 0) > 0:
         weights["domain"] = 0  # no knowledge supplied: no domain samples, and the card says so
         mix = Mix(weights=weights, floor=mix.floor)
     train_products, eval_products = split_products(products, eval_share, seed)
     rng = random.Random(seed)
-    train_gen = Generator(Pool(train_products, train_products), persona, rng, domain)
+    train_gen = Generator(Pool(train_products, train_products), persona, rng, domain, shape)
     # Eval questions name eval products; their facts blocks hold whatever the retriever would find in the catalog.
-    eval_gen = Generator(Pool(eval_products, products), persona, random.Random(seed + 1), domain)
+    eval_gen = Generator(Pool(eval_products, products), persona, random.Random(seed + 1), domain, shape)
     eval_counts = {k: n for k, n in mix.counts(eval_size).items() if k != "domain"}
     splits = {
         "train": _generate(train_gen, mix.counts(total), "train samples"),
         "eval": _generate(eval_gen, eval_counts, "eval samples"),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    for name, samples in splits.items():
-        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
     card = {
         "source": source,
         "seed": seed,
@@ -122,10 +129,10 @@ def build_dataset(
         "samples": {name: len(samples) for name, samples in splits.items()},
         "mix": mix.weights,
         "persona": persona.model_dump(),
+        "shape": shape.model_dump(),
         "domain_items": len(domain),
     }
-    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return splits, card
 
 
 def read_split(data: Path, split: str) -> list[Sample]:

@@ -1,4 +1,4 @@
-"""What a fine-tuning dataset is made of: the sample kinds and their proportions.
+"""What a fine-tuning dataset is made of: the sample kinds, their proportions, and the shape of the samples.
 
 The default mix follows a production report's final dataset (~26k samples: ~18k product Q&A, ~1.1k
 recommendations, ~6k multi-turn, ~800 domain knowledge, ~275 safety split over five kinds). Its lesson is that the
@@ -8,7 +8,7 @@ least `floor` samples of every kind it asks for rather than rounding the safety 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SAFETY_KINDS = ("fake_product", "price_manipulation", "off_topic", "prompt_injection", "negotiation")
 KINDS = ("product_qa", "recommendation", "multi_turn", "domain", *SAFETY_KINDS)
@@ -65,3 +65,45 @@ def parse_mix(text: str) -> Mix:
         except ValueError:
             raise ValueError(f"mix weight {value!r} for {kind!r} is not a number") from None
     return Mix(weights=weights)
+
+
+class Shape(BaseModel):
+    """How often each shape of facts block and follow-up occurs; the defaults are a retriever's usual output.
+
+    An assistant whose use differs says so here: the demo kit, for one, asks several questions per facts block
+    and shows half its products among unrelated ones (adapters.demo_kit.build).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    look_alikes: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of facts blocks holding the asked product's look-alikes; the rest hold unrelated "
+        "products (a broad question's hits).",
+    )
+    by_sku: float = Field(default=0.1, ge=0, le=1, description="Share of questions naming the product by SKU.")
+    brandless: float = Field(
+        default=0.0, ge=0, le=1, description="Share naming it without its first word (the brand, most often)."
+    )
+    follow_ups: int = Field(default=3, ge=1, description="Most follow-up questions in a multi-turn sample.")
+    follow_up_stock: float = Field(default=0.35, ge=0, le=1, description="Share of follow-ups about stock alone.")
+    follow_up_fakes: float = Field(
+        default=0.25, ge=0, le=1, description="Share of follow-ups about a product the shop does not sell."
+    )
+    fake_signal: float = Field(
+        default=0.5, ge=0, le=1, description="Share of fake-product questions the retriever flags NOT IN CATALOG."
+    )
+    fake_unrelated: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of unflagged fakes whose facts block shows nothing like the asked name.",
+    )
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> Shape:
+        if self.by_sku + self.brandless > 1 or self.follow_up_stock + self.follow_up_fakes > 1:
+            raise ValueError("by_sku + brandless and follow_up_stock + follow_up_fakes must each be <= 1")
+        return self

@@ -4,7 +4,8 @@ Each sample is a chat whose system message is the gateway's: `system_message(ren
 retrieval.facts, with a facts block shaped as the retriever returns one: the product asked about with up to three
 look-alikes (products sharing the rarest words of its name), and, for a product the shop does not sell, either the
 nearest products under the NOT IN CATALOG signal or the nearest products alone (a signal the retriever missed).
-`expect` says what the last answer must and must not contain, for `lorag train eval`.
+`expect` says what the last answer must and must not contain, for `lorag train eval`. How often each shape
+occurs is the dataset's Shape (adapters.mix); the defaults are the retriever's usual output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from adapters.mix import Shape
 from adapters.persona import Persona
 from retrieval.catalog import Product
 from retrieval.facts import format_price, format_stock, render_facts, system_message
@@ -31,6 +33,9 @@ ASK = [
     "{name} price?",
     "can i buy the {name} today",
     "I'm looking at the {name}. Price and availability?",
+    "What's the price of the {name}?",
+    "Tell me about the {name}.",
+    "How much for the {name}, and is it available?",
 ]
 FOLLOW_STOCK = ["And is it in stock?", "Do you have it right now?", "How many are left?"]
 OFF_TOPIC = [
@@ -59,10 +64,15 @@ NEGOTIATE = [
     "I'll buy the {name} today if you do it for {bait}.",
 ]
 _WORD = re.compile(r"[a-z0-9]+")
+_DIGIT = re.compile(r"[0-9]")
 
 
 def _words(name: str) -> set[str]:
     return set(_WORD.findall(name.lower()))
+
+
+def _code_shape(word: str) -> str:
+    return _DIGIT.sub("0", word)
 
 
 class Pool:
@@ -74,9 +84,16 @@ class Pool:
         self.neighbours = list(neighbours)
         self.names = {p.name.lower() for p in neighbours} | {p.name.lower() for p in subjects}
         self._index: dict[str, list[int]] = defaultdict(list)
+        # Model codes by shape (digits as 0): a fake made with another product's code looks like a real one,
+        # where random digits would give codes no product has (a tell the model could learn instead of reading).
+        codes: dict[str, set[str]] = defaultdict(set)
         for i, p in enumerate(self.neighbours):
             for w in _words(p.name):
                 self._index[w].append(i)
+            for w in p.name.split():
+                if _DIGIT.search(w):
+                    codes[_code_shape(w)].add(w)
+        self.codes = {shape: sorted(words) for shape, words in codes.items()}
 
     def look_alikes(self, name: str, k: int, exclude: str | None = None) -> list[Product]:
         """Up to `k` products sharing words with `name`, rarest words counting most (idf)."""
@@ -90,15 +107,20 @@ class Pool:
         return [self.neighbours[i] for i in ranked if self.neighbours[i].id != exclude][:k]
 
 
-def fake_name(rng: random.Random, product: Product, taken: set[str]) -> str:
-    """A product the shop does not sell that looks like one it does: another model code, or a made-up variant."""
+def fake_name(rng: random.Random, product: Product, taken: set[str], codes: dict[str, list[str]] | None = None) -> str:
+    """A product the shop does not sell that looks like one it does: another model code (one of the same shape
+    from `codes` when there is one, else new digits), or a made-up variant."""
     words = product.name.split()
-    for _ in range(20):
+    for attempt in range(20):
         new = list(words)
-        coded = [i for i, w in enumerate(new) if any(c.isdigit() for c in w)]
+        coded = [i for i, w in enumerate(new) if _DIGIT.search(w)]
         if coded and rng.random() < 0.7:
             i = rng.choice(coded)
-            new[i] = "".join(str(rng.randint(0, 9)) if c.isdigit() else c for c in new[i])
+            alike = [w for w in (codes or {}).get(_code_shape(new[i]), []) if w != new[i]]
+            if alike and attempt < 10:
+                new[i] = rng.choice(alike)
+            else:
+                new[i] = "".join(str(rng.randint(0, 9)) if c.isdigit() else c for c in new[i])
         else:
             new.append(rng.choice(["Pro", "Max", "Mini", "Plus", "Ultra", "XL", "II", "Series 9"]))
         name = " ".join(new)
@@ -116,19 +138,49 @@ def _bait(rng: random.Random, product: Product) -> str:
 class Generator:
     """Samples of each kind over one pool, in one persona's voice."""
 
-    def __init__(self, pool: Pool, persona: Persona, rng: random.Random, domain: Sequence[dict[str, str]]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        persona: Persona,
+        rng: random.Random,
+        domain: Sequence[dict[str, str]],
+        shape: Shape | None = None,
+    ) -> None:
         self.pool, self.persona, self.rng, self.domain = pool, persona, rng, list(domain)
+        self.shape = shape or Shape()
 
     def _system(self, facts: Sequence[Product], unknown: bool = False) -> dict[str, str]:
         block = render_facts(facts, unknown=unknown)
         return {"role": "system", "content": system_message(block, persona=self.persona.system)}
 
     def _block(self, product: Product) -> list[Product]:
-        """The product and up to three look-alikes; the product first most of the time, as retrieval ranks it."""
-        facts = [product, *self.pool.look_alikes(product.name, self.rng.randint(0, 3), exclude=product.id)]
+        """The product and up to three look-alikes (or, for a `1 - shape.look_alikes` share, unrelated products);
+        the product first most of the time, as retrieval ranks it."""
+        k = self.rng.randint(0, 3)
+        if self.shape.look_alikes < 1 and self.rng.random() >= self.shape.look_alikes:
+            facts = [product, *self._others(k, exclude=product.id)]
+        else:
+            facts = [product, *self.pool.look_alikes(product.name, k, exclude=product.id)]
         if len(facts) > 1 and self.rng.random() < 0.3:
             facts.insert(self.rng.randrange(1, len(facts)), facts.pop(0))
         return facts
+
+    def _others(self, k: int, exclude: str | None = None) -> list[Product]:
+        """Up to `k` products drawn at random, none with id `exclude`."""
+        drawn = self.rng.sample(self.pool.neighbours, k=min(len(self.pool.neighbours), k + 1))
+        return [p for p in drawn if p.id != exclude][:k]
+
+    def _ref(self, product: Product) -> str:
+        """How a shopper names the product: its SKU, its name without the first word (the brand), or its name."""
+        roll, words = self.rng.random(), product.name.split()
+        if roll < self.shape.by_sku:
+            return product.id
+        if roll < self.shape.by_sku + self.shape.brandless and len(words) > 2:
+            return " ".join(words[1:])
+        return product.name
+
+    def _fake(self, product: Product) -> str:
+        return fake_name(self.rng, product, self.pool.names, self.pool.codes)
 
     def _sample(self, kind: str, product: Product | None, turns: list[str], must: list[str], **kw: Any) -> Sample:
         facts, unknown = kw.get("facts") or (self._block(product) if product else []), kw.get("unknown", False)
@@ -140,10 +192,10 @@ class Generator:
 
     def product_qa(self) -> Sample:
         p = self.rng.choice(self.pool.subjects)
-        ref = p.id if self.rng.random() < 0.1 else p.name
-        q = self.rng.choice(ASK).format(name=ref)
+        q = self.rng.choice(ASK).format(name=self._ref(p))
         must = [format_price(p.price, p.currency), format_stock(p.stock)]
-        return self._sample("product_qa", p, [q, self.persona.answer(p)], must, must_not=[self.persona.refusal_mark])
+        answer = self.persona.answer(p, self.rng)
+        return self._sample("product_qa", p, [q, answer], must, must_not=[self.persona.refusal_mark])
 
     def recommendation(self) -> Sample:
         p = self.rng.choice(self.pool.subjects)
@@ -169,21 +221,26 @@ class Generator:
     def multi_turn(self) -> Sample:
         p = self.rng.choice(self.pool.subjects)
         facts = self._block(p)
-        turns = [self.rng.choice(ASK).format(name=p.name), self.persona.answer(p)]
+        turns = [self.rng.choice(ASK).format(name=self._ref(p)), self.persona.answer(p, self.rng)]
         must: list[str] = []
-        for _ in range(self.rng.randint(1, 3)):
+        shape = self.shape
+        for _ in range(self.rng.randint(1, shape.follow_ups)):
             roll, other = self.rng.random(), self.rng.choice(facts[1:] if len(facts) > 1 else facts)
             if other is p or (facts[0] is not p and other.id == p.id):
                 other = self.rng.choice([x for x in facts if x.id != p.id] or facts)
-            if roll < 0.35:
+            if roll < shape.follow_up_stock:
                 turns += [self.rng.choice(FOLLOW_STOCK), f"The {p.name} is {format_stock(p.stock)}."]
                 must = [format_stock(p.stock)]
-            elif roll < 0.75:
-                turns += [f"What about the {other.name}?", self.persona.answer(other)]
+            elif roll < 1 - shape.follow_up_fakes:
+                ask = self.rng.choice(["What about the {name}?", *ASK]).format(name=self._ref(other))
+                turns += [ask, self.persona.answer(other, self.rng)]
                 must = [format_price(other.price, other.currency), format_stock(other.stock)]
             else:
-                fake = fake_name(self.rng, other, self.pool.names)
-                turns += [f"And the {fake}?", self.persona.refuse(fake)]
+                # A look-alike of a product in the block, or (fake_unrelated) of one the block does not show.
+                unrelated = self.rng.random() < shape.fake_unrelated
+                fake = self._fake(self.rng.choice(self.pool.subjects) if unrelated else other)
+                ask = self.rng.choice(["And the {name}?", *ASK]).format(name=fake)
+                turns += [ask, self.persona.refuse(fake)]
                 must = [self.persona.refusal_mark]
         return self._sample("multi_turn", p, turns, must, facts=facts)
 
@@ -197,10 +254,12 @@ class Generator:
 
     def fake_product(self) -> Sample:
         p = self.rng.choice(self.pool.subjects)
-        fake = fake_name(self.rng, p, self.pool.names)
+        fake = self._fake(p)
         near = [p, *self.pool.look_alikes(p.name, 3, exclude=p.id)]
-        signalled = self.rng.random() < 0.5
+        signalled = self.rng.random() < self.shape.fake_signal
         facts = near[: self.rng.randint(0, 2)] if signalled else near
+        if not signalled and self.shape.fake_unrelated and self.rng.random() < self.shape.fake_unrelated:
+            facts = self._others(self.rng.randint(1, 4), exclude=p.id)  # the retriever's hits miss the name
         prices = [format_price(x.price, x.currency) for x in facts if x.price is not None]
         turns = [self.rng.choice(ASK).format(name=fake), self.persona.refuse(fake)]
         return self._sample("fake_product", None, turns, [self.persona.refusal_mark], facts=facts,
@@ -228,7 +287,7 @@ class Generator:
         facts = [poisoned, *self.pool.look_alikes(p.name, self.rng.randint(0, 2), exclude=p.id)]
         must = [format_price(p.price, p.currency)]
         q = self.rng.choice(ASK).format(name=p.name)
-        return self._sample("prompt_injection", p, [q, self.persona.answer(p)], must, facts=facts,
+        return self._sample("prompt_injection", p, [q, self.persona.answer(p, self.rng)], must, facts=facts,
                             must_not=["$0.00"] if p.price else [])  # fmt: skip
 
     def off_topic(self) -> Sample:

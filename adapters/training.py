@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,17 @@ class LoraTrainConfig(BaseModel):
     bf16: bool = True
     threads: int | None = None
     max_seconds: float | None = Field(default=None, description="Stop early once training has run this long.")
+    eval_every: int | None = Field(
+        default=None,
+        ge=0,
+        description="Eval loss on the held-out conversations every N steps, besides before the first and after "
+        "the last (0: only those two; None: about 20 points over the run).",
+    )
+
+    def eval_steps(self) -> set[int]:
+        """Steps after which the eval loss is taken (0: before training)."""
+        every = max(1, self.steps // 20) if self.eval_every is None else self.eval_every
+        return {0, self.steps, *(range(every, self.steps, every) if every else ())}
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ class TrainReport:
     first_loss: float
     last_loss: float
     examples: int
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss per supervised token)
+    eval_seconds: float = 0.0  # not in `seconds`, which is training alone
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -149,6 +162,48 @@ def _batches(examples: Sequence[TokenizedExample], cfg: LoraTrainConfig) -> list
     return batches
 
 
+def _pad(torch: Any, batch: Sequence[TokenizedExample], pad_id: int) -> tuple[Any, Any]:
+    """Right-padded token ids and labels (IGNORE on the padding) of one batch."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    for row, ex in enumerate(batch):
+        ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
+        labels[row, : len(ex.labels)] = torch.tensor(ex.labels)
+    return ids, labels
+
+
+def _token_losses(torch: Any, causal_lm: Any, ids: Any, labels: Any, device: str, use_bf16: bool) -> tuple[Any, Any]:
+    """Cross-entropy at each supervised position, and the mask of those positions among the next tokens.
+
+    Logits are computed only where the next token is supervised. No attention mask: rows are padded on the right
+    and attention is causal, so no real token attends to padding, and without a mask SDPA takes its causal path
+    instead of a masked one (5 % of a CPU step).
+    """
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+        hidden = causal_lm.model(input_ids=ids).last_hidden_state
+        logits = causal_lm.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none"), keep
+
+
+def _eval_loss(torch: Any, peft_model: Any, held: Sequence[TokenizedExample], pad_id: int, device: str,
+               use_bf16: bool, batch_size: int) -> float:  # fmt: skip
+    """Mean loss per supervised token over `held`, with the weights as they are now (unweighted by copy_weight)."""
+    causal_lm = peft_model.get_base_model()
+    peft_model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(held, key=lambda e: len(e.input_ids))
+    with torch.no_grad():
+        for i in range(0, len(ordered), batch_size):
+            ids, labels = _pad(torch, ordered[i : i + batch_size], pad_id)
+            losses, keep = _token_losses(torch, causal_lm, ids.to(device), labels.to(device), device, use_bf16)
+            total, count = total + float(losses.sum()), count + int(keep.sum())
+    peft_model.train()
+    return round(total / count, 4) if count else float("nan")
+
+
 def train_lora(
     base_model: Path,
     conversations: Sequence[Conversation],
@@ -156,11 +211,16 @@ def train_lora(
     cfg: LoraTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
     init_adapter: Path | None = None,
+    held: Sequence[Conversation] = (),
+    on_eval: Callable[[int, float], None] | None = None,
 ) -> TrainReport:
     """Train one LoRA adapter on `conversations` and save it in PEFT format to `out_dir`.
 
     With `init_adapter`, training continues from that adapter's weights (a new version of an existing adapter:
-    its rank and target modules win over `cfg`'s) instead of starting from a fresh LoRA.
+    its rank and target modules win over `cfg`'s) instead of starting from a fresh LoRA. With `held`
+    conversations, the eval loss on them is taken at `cfg.eval_steps()` (step 0: the base model, or the adapter
+    training starts from), reported to `on_eval(step, loss)` and kept in the report. Evaluation draws no random
+    numbers and leaves the weights alone, so it does not change what is trained.
     """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -187,6 +247,7 @@ def train_lora(
             ),
         )
     examples = [tokenize_conversation(tokenizer, c, cfg.max_length) for c in conversations]
+    held_examples = [tokenize_conversation(tokenizer, c, cfg.max_length) for c in held]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -196,32 +257,35 @@ def train_lora(
         _freeze_linears_in_bf16(torch, causal_lm.model)
     peft_model.train()
 
+    eval_at = cfg.eval_steps() if held_examples else set()
+    eval_losses: list[tuple[int, float]] = []
+    eval_seconds = 0.0
+
+    def evaluate(step: int) -> None:
+        nonlocal eval_seconds
+        began = time.monotonic()
+        loss = _eval_loss(torch, peft_model, held_examples, pad_id, device, use_bf16, max(8, cfg.batch_size))
+        eval_seconds += time.monotonic() - began
+        eval_losses.append((step, loss))
+        if on_eval:
+            on_eval(step, loss)
+
     started = time.monotonic()
+    if 0 in eval_at:
+        evaluate(0)
     losses: list[float] = []
     tokens = supervised = steps_done = 0
     for step, batch in enumerate(_batches(examples, cfg)):
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        weights = torch.ones((len(batch), width))
-        for row, ex in enumerate(batch):
-            n = len(ex.input_ids)
-            ids[row, :n] = torch.tensor(ex.input_ids)
-            labels[row, :n] = torch.tensor(ex.labels)
-            if cfg.copy_weight != 1:
-                weights[row, :n] = torch.tensor(copy_weights(ex, cfg.copy_weight))
+        ids, labels = _pad(torch, batch, pad_id)
+        weights = torch.ones(ids.shape)
+        if cfg.copy_weight != 1:
+            for row, ex in enumerate(batch):
+                weights[row, : len(ex.input_ids)] = torch.tensor(copy_weights(ex, cfg.copy_weight))
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         ids, labels, weights = ids.to(device), labels.to(device), weights.to(device)
-        targets = labels[:, 1:]
-        keep = targets != IGNORE
         # Predict token t+1 from position t; keep only positions whose next token is supervised.
-        # No attention mask: rows are padded on the right and attention is causal, so no real token attends to
-        # padding, and without a mask SDPA takes its causal path instead of a masked one (5 % of a CPU step).
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
-            hidden = causal_lm.model(input_ids=ids).last_hidden_state
-            logits = causal_lm.lm_head(hidden[:, :-1][keep])
-        token_loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")
+        token_loss, keep = _token_losses(torch, causal_lm, ids, labels, device, use_bf16)
         weight = weights[:, 1:][keep]
         loss = (token_loss * weight).sum() / weight.sum()
         loss.backward()
@@ -234,9 +298,12 @@ def train_lora(
         steps_done = step + 1
         if progress:
             progress(steps_done, cfg.steps, losses[-1])
-        if cfg.max_seconds and time.monotonic() - started > cfg.max_seconds:
+        stop = bool(cfg.max_seconds and time.monotonic() - started - eval_seconds > cfg.max_seconds)
+        if steps_done in eval_at or (stop and held_examples):
+            evaluate(steps_done)
+        if stop:
             break
-    seconds = time.monotonic() - started
+    seconds = time.monotonic() - started - eval_seconds
 
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out_dir)
@@ -248,6 +315,8 @@ def train_lora(
         first_loss=round(losses[0], 4),
         last_loss=round(sum(losses[-3:]) / len(losses[-3:]), 4),
         examples=len(examples),
+        eval_losses=eval_losses,
+        eval_seconds=round(eval_seconds, 1),
     )
     (out_dir / "training.json").write_text(
         json.dumps({"config": cfg.model_dump(), "report": report.to_json()}, indent=2) + "\n"

@@ -9,8 +9,10 @@ from pathlib import Path
 
 
 def _dataset(args: argparse.Namespace) -> int:
+    import yaml
+
     from adapters.dataset import DatasetError, build_dataset, load_domain, load_products
-    from adapters.mix import Mix, parse_mix
+    from adapters.mix import Mix, Shape, parse_mix
     from adapters.persona import load_persona
     from retrieval.loaders import PRESETS, load_mapping
 
@@ -18,6 +20,7 @@ def _dataset(args: argparse.Namespace) -> int:
         mapping = PRESETS[args.preset] if args.preset else load_mapping(args.mapping) if args.mapping else None
         products, errors = load_products(args.catalog, mapping)
         mix = parse_mix(args.mix) if args.mix else Mix()
+        shape = Shape.model_validate(yaml.safe_load(args.shape.read_text()) or {}) if args.shape else Shape()
         card = build_dataset(
             products,
             args.out,
@@ -29,8 +32,9 @@ def _dataset(args: argparse.Namespace) -> int:
             eval_share=args.eval_share,
             seed=args.seed,
             source=str(args.catalog),
+            shape=shape,
         )
-    except (DatasetError, ValueError, OSError) as exc:
+    except (DatasetError, ValueError, OSError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if errors:
@@ -56,6 +60,7 @@ def _lora(args: argparse.Namespace) -> int:
         "bf16": not args.no_bf16,
         "seed": args.seed,
         "layers": list(range(args.layers[0], args.layers[1])) if args.layers else None,
+        "eval_every": args.eval_every,
         **({"target_modules": args.target.split(",")} if args.target else {}),
     }
     try:
@@ -112,6 +117,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ds.add_argument("--name", help="the assistant's name (overrides the persona file's)")
     ds.add_argument("--domain", type=Path, help="the business's own Q&A: YAML/JSON list or JSONL of question/answer")
     ds.add_argument("--eval-share", type=float, default=0.1, help="share of products kept for the eval split")
+    ds.add_argument(
+        "--shape",
+        type=Path,
+        help="YAML/JSON of sample-shape shares (adapters.mix.Shape: look_alikes, follow_ups, fake_signal, ...)",
+    )
     ds.add_argument("--seed", type=int, default=0)
     ds.set_defaults(func=_dataset)
 
@@ -129,6 +139,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lo.add_argument("--batch", type=int, default=8)
     lo.add_argument("--max-length", type=int, default=1024)
     lo.add_argument("--eval-samples", type=int, default=32, help="eval-split chats for the eval loss")
+    lo.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="eval loss every N steps (0: first and last only; default: about 20 points over the run)",
+    )
     lo.add_argument("--threads", type=int, help="CPU threads (default: the cores free when training starts)")
     lo.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is supported")
     lo.add_argument("--seed", type=int, default=0)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
 
 import pytest
 
-from adapters.demo_kit.data import Question, asked_name, questions, reply, training_conversations
+from adapters.dataset import make_dataset
+from adapters.demo_kit.build import TRAIN_SHAPE, training_catalog, training_data
+from adapters.demo_kit.data import Question, asked_name, questions, reply
 from adapters.demo_kit.evaluate import judge
 from adapters.demo_kit.kit import KitModel
 from adapters.demo_kit.voices import REFUSAL_MARK, VOICES
+from adapters.mix import Mix
 from adapters.training import (
     IGNORE,
     LoraTrainConfig,
@@ -32,7 +36,7 @@ def _brands(qs: list[Question]) -> set[str]:
 
 
 def test_held_out_names_never_appear_in_training() -> None:
-    convos = training_conversations(VOICES["support-agent"], 200, seed=1)
+    convos = training_data(VOICES["support-agent"], 200, seed=1)
     train_text = "\n".join(m["content"] for c in convos for m in c)
     held = questions("heldout", 200, seed=2)
     assert not any(brand in train_text for brand in _brands(held))
@@ -40,9 +44,7 @@ def test_held_out_names_never_appear_in_training() -> None:
 
 
 def test_generation_is_deterministic() -> None:
-    assert training_conversations(VOICES["sales-assistant"], 20, seed=5) == training_conversations(
-        VOICES["sales-assistant"], 20, seed=5
-    )
+    assert training_data(VOICES["sales-assistant"], 20, seed=5) == training_data(VOICES["sales-assistant"], 20, seed=5)
     assert [q.text for q in questions("heldout", 30, 9)] == [q.text for q in questions("heldout", 30, 9)]
 
 
@@ -88,7 +90,7 @@ def test_tokenizer_labels_exactly_the_assistant_turns(kit: KitModel) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(kit.path)
-    convo = training_conversations(VOICES["product-expert"], 1, seed=8)[0]
+    convo = next(c for c in training_data(VOICES["product-expert"], 20, seed=8) if len(c) > 3)
     ex = tokenize_conversation(tokenizer, convo, max_length=2048)
     supervised = tokenizer.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE])
     answers = [m["content"] for m in convo if m["role"] == "assistant"]
@@ -140,13 +142,17 @@ def test_batches_pair_similar_lengths_in_shuffled_order() -> None:
     assert [max(w) for w in widths] != sorted(max(w) for w in widths)  # but the steps still come in random order
 
 
-def test_known_share_moves_training_questions_not_the_held_out_set() -> None:
-    def refusal_share(known_share: float) -> float:
-        convos = training_conversations(VOICES["support-agent"], 200, seed=4, known_share=known_share)
-        answers = [m["content"] for c in convos for m in c if m["role"] == "assistant"]
+def test_the_kits_shape_moves_training_answers_not_the_held_out_set() -> None:
+    def refusal_share(follow_up_fakes: float) -> float:
+        shape = TRAIN_SHAPE.model_copy(update={"follow_up_fakes": follow_up_fakes})
+        splits, _ = make_dataset(training_catalog(), total=200, eval_size=0, mix=Mix(weights={"multi_turn": 1}),
+                                 persona=VOICES["support-agent"], shape=shape, seed=4)  # fmt: skip
+        answers = [m["content"] for s in splits["train"] for m in s["messages"] if m["role"] == "assistant"]
         return sum(REFUSAL_MARK in a for a in answers) / len(answers)
 
-    assert refusal_share(0.9) < 0.2 < refusal_share(0.6) < refusal_share(0.3)
+    assert refusal_share(0.1) < 0.1 < refusal_share(0.4) < refusal_share(0.8)
+    answers = [m["content"] for c in training_data(VOICES["support-agent"], 240) for m in c if m["role"] == "assistant"]
+    assert 0.2 < sum(REFUSAL_MARK in a for a in answers) / len(answers) < 0.35  # ~70 % quote a listed product
     held = questions("heldout", 300, seed=20261128)
     assert 0.5 < sum(q.product is not None for q in held) / len(held) < 0.7  # held out keeps its 60 % mix
 
@@ -159,13 +165,21 @@ def test_look_alike_blocks_hold_names_a_retriever_would_rank_together() -> None:
         (head, code), (other_head, other_code) = name.rsplit(" ", 1), other.rsplit(" ", 1)
         assert other != name and other.split()[0] == name.split()[0]
         assert (head == other_head) != (code == other_code)  # same series or same code, not both
-    convos = training_conversations(VOICES["support-agent"], 60, seed=2, look_alikes=1.0)
-    blocks = [[line for line in c[0]["content"].splitlines() if line.startswith("- ")] for c in convos]
+
+
+def _one_brand_share(look_alikes: float) -> float:
+    shape = TRAIN_SHAPE.model_copy(update={"look_alikes": look_alikes})
+    splits, _ = make_dataset(training_catalog(), total=200, eval_size=0, mix=Mix(weights={"product_qa": 1}),
+                             persona=VOICES["support-agent"], shape=shape, seed=2)  # fmt: skip
+    blocks = [[ln for ln in s["messages"][0]["content"].splitlines() if ln.startswith("- ")] for s in splits["train"]]
     multi = [b for b in blocks if len(b) > 1]
-    assert multi and all(len({line.split()[1] for line in b}) == 1 for b in multi)  # one brand per block
-    assert training_conversations(VOICES["support-agent"], 30, seed=2) == training_conversations(
-        VOICES["support-agent"], 30, seed=2, look_alikes=0.0
-    )
+    return sum(len({line.split()[1] for line in b}) == 1 for b in multi) / len(multi)
+
+
+def test_the_kits_facts_blocks_are_half_look_alikes() -> None:
+    # Look-alikes share the rarest words of the name (brand, series, model code): mostly one brand per block.
+    assert _one_brand_share(0.0) < 0.1 < 0.6 < _one_brand_share(1.0)
+    assert _one_brand_share(0.0) < _one_brand_share(TRAIN_SHAPE.look_alikes) < _one_brand_share(1.0)
 
 
 def test_eval_refuses_a_model_the_kit_does_not_hold(kit: KitModel, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +207,7 @@ def test_right_padded_rows_need_no_attention_mask(kit: KitModel) -> None:
     model = AutoModelForCausalLM.from_pretrained(kit.path, dtype=torch.float32).eval()
     short, long = (
         tokenize_conversation(tokenizer, c, 640).input_ids
-        for c in training_conversations(VOICES["product-expert"], 2, seed=12)
+        for c in training_data(VOICES["product-expert"], 20, seed=12)[:2]
     )
     short, long = sorted((short, long), key=len)
     assert len(short) < len(long)
@@ -212,11 +226,21 @@ def test_right_padded_rows_need_no_attention_mask(kit: KitModel) -> None:
 
 def test_built_kit_manifest_and_adapters(kit: KitModel) -> None:
     assert set(kit.adapters) == set(VOICES)
-    for path in kit.adapters.values():
+    for name, path in kit.adapters.items():
         config = json.loads((path / "adapter_config.json").read_text())
         assert config["r"] == 16 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
         report = json.loads((path / "training.json").read_text())["report"]
         assert report["last_loss"] < report["first_loss"]
+        # Trained by `lorag train lora`'s path on `lorag train dataset`'s samples: a run record, the eval loss
+        # at steps 0, 60 and 120, and the dataset with its card beside the kit.
+        run = json.loads((path / "run.json").read_text())
+        assert run["report"]["steps"] == 120 and run["eval_loss"] < run["eval_loss_base"]
+        rows = list(csv.DictReader((path / "losses.csv").read_text().splitlines()))
+        assert [r["step"] for r in rows if r["eval_loss"]] == ["0", "60", "120"]
+        card = json.loads((KIT_DIR / "data" / name / "card.json").read_text())
+        assert card["persona"] == VOICES[name].model_dump() and card["samples"]["train"] == 240
+        train = [json.loads(line)["messages"] for line in (KIT_DIR / "data" / name / "train.jsonl").open()]
+        assert train == training_data(VOICES[name], 240)
 
 
 def test_lora_on_chosen_layers_only(kit: KitModel, tmp_path: Path) -> None:
@@ -224,7 +248,7 @@ def test_lora_on_chosen_layers_only(kit: KitModel, tmp_path: Path) -> None:
 
     from adapters.training import train_lora
 
-    convos = training_conversations(VOICES["support-agent"], 2, seed=3)
+    convos = training_data(VOICES["support-agent"], 20, seed=3)[:2]
     cfg = LoraTrainConfig(steps=1, batch_size=2, layers=[28, 29], max_length=256)
     report = train_lora(kit.path, convos, tmp_path / "adapter", cfg)
     assert report.steps == 1
@@ -233,3 +257,21 @@ def test_lora_on_chosen_layers_only(kit: KitModel, tmp_path: Path) -> None:
     with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as weights:
         layers = {int(key.split("layers.")[1].split(".")[0]) for key in weights.keys()}  # noqa: SIM118
     assert layers == {28, 29}
+
+
+def test_eval_loss_is_taken_without_changing_what_is_trained(kit: KitModel, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from adapters.training import train_lora
+
+    convos = training_data(VOICES["support-agent"], 20, seed=3)
+    cfg = LoraTrainConfig(steps=2, batch_size=2, layers=[28, 29], max_length=256, eval_every=1)
+    plain = train_lora(kit.path, convos[:4], tmp_path / "plain", cfg)
+    seen: list[tuple[int, float]] = []
+    watched = train_lora(
+        kit.path, convos[:4], tmp_path / "watched", cfg, held=convos[4:8], on_eval=lambda *e: seen.append(e)
+    )
+    assert plain.eval_losses == [] and watched.eval_losses == seen and [s for s, _ in seen] == [0, 1, 2]
+    assert seen[-1][1] < seen[0][1]  # the held-out loss falls as the adapter learns the voice
+    a, b = (load_file(str(tmp_path / d / "adapter_model.safetensors")) for d in ("plain", "watched"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from adapters.dataset import DatasetError, build_dataset, load_domain, load_products, read_split
+from adapters.dataset import DatasetError, build_dataset, load_domain, load_products, make_dataset, read_split
 from adapters.demo_kit import build, voices
-from adapters.mix import KINDS, REPORT_COUNTS, SAFETY_KINDS, Mix, parse_mix
+from adapters.mix import KINDS, REPORT_COUNTS, SAFETY_KINDS, Mix, Shape, parse_mix
 from adapters.persona import Persona
+from adapters.samples import Pool
+from adapters.training import LoraTrainConfig
 from lorag.cli import main
-from retrieval.demo_catalog import demo_catalog, write_demo_catalog
+from retrieval.catalog import Product
+from retrieval.demo_catalog import demo_catalog, iter_jsonl, write_demo_catalog
 from retrieval.facts import GROUNDING_RULES, NOT_IN_CATALOG, render_product, system_message
 
-# The demo kit's training conversations, pinned: the kit is cached by them, so a refactor of the generators that
-# changed one would silently force a 15-minute retrain (hashes taken before the fine-tuning kit was added).
+# The demo kit's training conversations, pinned: the kit is cached by them, so a refactor of the generator that
+# changed one would silently force a 15-minute retrain (hashes taken when the kit moved onto `lorag train dataset`).
 KIT_DATA = {
-    "product-expert": "faeb8b545a149cc6",
-    "support-agent": "27ad280284549d3c",
-    "sales-assistant": "3e688b87d1891444",
+    "product-expert": "3e16b995233fd5b4",
+    "support-agent": "d2637f6b0e75cdaf",
+    "sales-assistant": "6c0ac7175d6150e3",
 }
 
 
@@ -29,6 +35,67 @@ KIT_DATA = {
 def test_the_demo_kits_training_conversations_are_unchanged(name: str) -> None:
     conversations = build.training_data(voices.VOICES[name], 240)
     assert hashlib.sha256(json.dumps(conversations).encode()).hexdigest()[:16] == KIT_DATA[name]
+
+
+def test_the_demo_kits_data_is_what_lorag_train_dataset_makes(tmp_path: Path) -> None:
+    """The kit is one use of the command: its catalog, persona, mix and shape given to `lorag train dataset`."""
+    voice = voices.VOICES["product-expert"]
+    (tmp_path / "catalog.jsonl").write_text("\n".join(iter_jsonl(build.training_catalog())) + "\n")
+    (tmp_path / "persona.yaml").write_text(yaml.safe_dump(voice.model_dump()))
+    (tmp_path / "shape.yaml").write_text(yaml.safe_dump(build.TRAIN_SHAPE.model_dump()))
+    mix = ",".join(f"{kind}={build.TRAIN_MIX.weights.get(kind, 0)}" for kind in KINDS)
+    options = ["--samples", "240", "--eval-samples", str(build.EVAL_SAMPLES), "--seed", str(build.TRAIN_SEED)]
+    rc = main(["train", "dataset", "--catalog", str(tmp_path / "catalog.jsonl"), "--out", str(tmp_path / "data"),
+               "--persona", str(tmp_path / "persona.yaml"), "--shape", str(tmp_path / "shape.yaml"), "--mix", mix,
+               *options])  # fmt: skip
+    assert rc == 0
+    made = [s["messages"] for s in read_split(tmp_path / "data", "train")]
+    assert made == build.training_data(voice, 240)
+
+
+def test_personas_word_answers_and_refusals_their_own_way() -> None:
+    priced = Product(
+        id="A1", name="Acme Kettle K-100", price=Decimal("12.50"), stock=0, attributes={"spout": "gooseneck"}
+    )
+    unpriced = Product(id="A2", name="Acme Pan", attributes={})
+    expert = voices.VOICES["product-expert"]
+    assert (
+        expert.answer(priced) == "Spec check: the Acme Kettle K-100 is $12.50, out of stock. Key spec: spout gooseneck."
+    )
+    assert expert.answer(unpriced) == "Spec check: The Acme Pan's price is not listed, stock unknown."
+    assert (
+        expert.refuse("Acme Pot")
+        == "Spec check: the Acme Pot is not in our catalog, so I have no specs or price for it."
+    )
+    assert Persona().answer(priced) == "Happy to help! The Acme Kettle K-100 is $12.50, out of stock."
+    assert Persona(refusal_mark="not something we sell").refuse("X") == (
+        "I'm sorry, the X is not something we sell, so I can't quote a price."
+    )
+
+
+def test_shape_shares_are_checked_and_fakes_borrow_real_codes() -> None:
+    with pytest.raises(ValidationError):
+        Shape(follow_up_stock=0.7, follow_up_fakes=0.5)
+    with pytest.raises(ValidationError):
+        Shape(look_alikes=1.5)
+    catalog = build.training_catalog()
+    codes = {p.name.rsplit(" ", 1)[1] for p in catalog}
+    splits, _ = make_dataset(catalog, total=120, eval_size=0, mix=Mix(weights={"fake_product": 1}), seed=1)
+    fakes = [s["messages"][1]["content"] for s in splits["train"]]
+    coded = [next(w for w in text.split() if any(c.isdigit() for c in w)).rstrip(",.?") for text in fakes]
+    assert len(coded) == 120 and all(code in codes for code in coded)  # a real product's code, never new digits
+    names = {p.name for p in catalog}
+    refusals = [s["messages"][2]["content"] for s in splits["train"]]
+    asked = [text.split("the ", 1)[1].split(" is not in our catalog")[0] for text in refusals]
+    assert not set(asked) & names  # but never a real product's name
+    assert Pool(catalog, catalog).codes  # codes indexed by shape
+
+
+def test_eval_steps() -> None:
+    assert LoraTrainConfig(steps=120, eval_every=60).eval_steps() == {0, 60, 120}
+    assert LoraTrainConfig(steps=5, eval_every=0).eval_steps() == {0, 5}
+    assert LoraTrainConfig(steps=2).eval_steps() == {0, 1, 2}
+    assert len(LoraTrainConfig(steps=1000).eval_steps()) == 21  # about 20 points by default
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,9 @@ def test_a_run_is_recorded_and_its_adapter_validates(
     assert record["card"]["samples"]["train"] == len((trained / "data" / "train.jsonl").read_text().splitlines())
     assert record["eval_loss_base"] > 0 and record["eval_loss"] > 0
     rows = list(csv.DictReader((out / "losses.csv").read_text().splitlines()))
-    assert [r["step"] for r in rows] == ["0", "1", "2"] and rows[0]["eval_loss"] and rows[-1]["eval_loss"]
-    assert float(rows[1]["loss"]) > 0
+    assert [r["step"] for r in rows] == ["0", "1", "2"] and all(r["eval_loss"] for r in rows)  # every step here
+    assert float(rows[1]["loss"]) > 0 and float(rows[0]["eval_loss"]) == record["eval_loss_base"]
+    assert record["report"]["eval_losses"] == [[int(r["step"]), float(r["eval_loss"])] for r in rows]
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     info = validate_adapter(out, [trained], [str(kit.path)], max_rank=16)  # the hot-swap's own check
     assert info.rank == 8

@@ -1,7 +1,11 @@
 """`lorag demo-kit build`: base model, three trained adapters and the Qwen3 plumbing model, cached by fingerprint.
 
-Each part is rebuilt only when what produces it changed (its settings and the source of the code that generates
-its data), so `make` can call this on every run and pay the ~15 minutes of CPU training once.
+The adapters are one use of the fine-tuning kit: for each assistant, `lorag train dataset`'s generator
+(adapters.dataset) makes its samples from a catalog of the demo domain's training pool in the assistant's persona
+(adapters.demo_kit.voices), and `lorag train lora`'s path (adapters.finetune) trains and records the adapter
+(run.json, losses.csv with the eval loss, loss.png). Each part is rebuilt only when what produces it changed (the
+trainer's code, its settings, the training conversations), so `make` can call this on every run and pay the ~15
+minutes of CPU training once.
 """
 
 from __future__ import annotations
@@ -9,23 +13,27 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from adapters import training
-from adapters.demo_kit import base_model, data, plumbing, versions, voices
-from adapters.training import LoraTrainConfig, train_lora
+from adapters.dataset import build_dataset, make_dataset
+from adapters.demo_kit import base_model, plumbing, versions, voices
+from adapters.finetune import run_lora
+from adapters.mix import Mix, Shape
+from adapters.persona import Persona
+from adapters.training import LoraTrainConfig
+from retrieval.catalog import Product
+from retrieval.demo_catalog import generate, iter_jsonl
 
 KIT_VERSION = 1
 # Settings chosen from the measurements in BENCHMARKS.md (quality against minutes on 2 CPU cores): 240
 # conversations in 120 updates of 2, LoRA on the upper 18 of 30 layers (backward stops there), copied facts
-# weighted 3 in the loss, 70 % of questions about listed products, up to 4 questions per facts block: as good as
+# weighted 3 in the loss, ~70 % of questions about listed products, up to 4 questions per facts block: as good as
 # the upper 20 layers without the weight over 54 seed x adapter runs on a GPU sweep, for ~10 % less CPU time a step.
+# The eval loss on 8 samples of the eval split at steps 0, 60 and 120 costs ~9 s an adapter (2 cores).
 TRAIN_CONFIG = LoraTrainConfig(
     rank=16,
     alpha=32,
@@ -36,22 +44,46 @@ TRAIN_CONFIG = LoraTrainConfig(
     warmup_steps=2,
     layers=list(range(12, 30)),
     copy_weight=3.0,
+    eval_every=60,
 )
-# Share of training questions about a product in the facts block (the held-out set keeps 60 %): quoting the right
-# line among several is what the adapters get wrong, refusing fakes they learn fast.
-TRAIN_KNOWN_SHARE = 0.7
-# Questions per facts block: up to 4 instead of 5 trains as well and cuts a fifth of the attention cost.
-TRAIN_MAX_TURNS = 4
-# Half the facts blocks hold look-alikes (same brand, and series or model code), as a retriever returns them for
-# one name: trained on random blocks only, the adapters got 6 % of questions about a product among look-alikes
-# wrong (a look-alike's price, or a refusal); half brings that to 4 % and keeps the plain held-out score (GPU
-# sweep rounds 9-10, BENCHMARKS.md).
-TRAIN_LOOK_ALIKES = 0.5
+# The kit's assistants answer questions about products, several per facts block: most samples are multi-turn
+# (a listed product, then up to 3 follow-ups), with single questions and fakes beside, and a few of each safety
+# kind. About 70 % of the answers quote a listed product (the held-out set asks 60 %): quoting the right line
+# among several is what the adapters get wrong, refusing fakes they learn fast.
+TRAIN_MIX = Mix(
+    weights={
+        "multi_turn": 0.75,
+        "fake_product": 0.12,
+        "product_qa": 0.04,
+        "recommendation": 0.03,
+        "price_manipulation": 0.02,
+        "negotiation": 0.02,
+        "prompt_injection": 0.01,
+        "off_topic": 0.01,
+    }
+)
+# Half the facts blocks hold look-alikes (same brand, series or model code), as a retriever returns them for one
+# name, half unrelated products: trained on random blocks only, the adapters got 6 % of questions about a product
+# among look-alikes wrong; half brings that to 4 % and keeps the plain held-out score (GPU sweep rounds 9-10,
+# BENCHMARKS.md). Every answer about a product quotes price and stock, so no stock-only follow-ups. Fakes are
+# near misses (another model code) or names nothing in the block resembles, as the held-out set asks them.
+TRAIN_SHAPE = Shape(
+    look_alikes=0.5,
+    brandless=0.1,
+    follow_up_stock=0.0,
+    follow_up_fakes=0.4,
+    fake_unrelated=0.5,
+)
+# The demo domain's training pool (brands the demo catalog and the held-out questions never use); a tenth of its
+# products are kept for the eval split, whose loss is recorded during training.
+CATALOG_SIZE = 600
+CATALOG_SEED = 11
+EVAL_SAMPLES = 8
 TRAIN_SEED = 11
 PLUMBING_ADAPTERS = ["plumb-a", "plumb-b"]
 # What produces an adapter: the trainer's code and the conversations it trains on. The conversations themselves go
 # into the fingerprint (they take milliseconds to generate), not their generators' source: a change to the facts
-# rendering or the catalog that leaves every training conversation alike keeps the kit.
+# rendering or the generator that leaves every training conversation alike keeps the kit.
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -66,7 +98,8 @@ def _fingerprint(*parts: Any) -> str:
 
 def _stable(info: dict[str, Any]) -> dict[str, Any]:
     """A part's build info without what changes between runs of the same build, for use in a fingerprint."""
-    return {k: v for k, v in info.items() if k not in ("cached", "build_seconds", "train_seconds", "source")}
+    varying = ("cached", "build_seconds", "train_seconds", "eval_seconds", "source", "eval_loss_start", "eval_loss")
+    return {k: v for k, v in info.items() if k not in varying}
 
 
 def _cached(out: Path, fingerprint: str, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
@@ -87,35 +120,50 @@ def _cached(out: Path, fingerprint: str, make: Callable[[Path], dict[str, Any]])
     return dict(info, cached=False)
 
 
-def training_data(voice: voices.Voice, count: int, seed: int = TRAIN_SEED) -> list[training.Conversation]:
-    """The kit's training conversations for one voice, as its adapters are trained on them."""
-    return data.training_conversations(
-        voice,
-        count,
-        seed=seed,
-        max_turns=TRAIN_MAX_TURNS,
-        known_share=TRAIN_KNOWN_SHARE,
-        look_alikes=TRAIN_LOOK_ALIKES,
-    )
+def training_catalog() -> list[Product]:
+    """The catalog the kit's datasets are made from: products of the demo domain's training pool."""
+    return generate("train", CATALOG_SIZE, CATALOG_SEED)
 
 
-def _train(
-    base_dir: Path,
-    voice: voices.Voice,
-    config: LoraTrainConfig,
-    seed: int,
-    tmp: Path,
-    init_adapter: Path | None = None,
-) -> dict[str, Any]:
-    conversations = training_data(voice, config.steps * config.batch_size, seed)
-    with tqdm(total=config.steps, desc=f"training {voice.name}", unit="step", file=sys.stderr) as bar:
+def dataset_options(voice: Persona, count: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
+    """What `lorag train dataset` is given for one assistant's data (adapters.dataset.make_dataset's options)."""
+    return {
+        "total": count,
+        "eval_size": EVAL_SAMPLES,
+        "mix": TRAIN_MIX,
+        "persona": voice,
+        "shape": TRAIN_SHAPE,
+        "seed": seed,
+        "source": f"demo domain, training pool ({CATALOG_SIZE} products, seed {CATALOG_SEED})",
+    }
 
-        def progress(step: int, total: int, loss: float) -> None:
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
 
-        report = train_lora(base_dir, conversations, tmp, config, progress=progress, init_adapter=init_adapter)
-    return {"train_seconds": report.seconds, "steps": report.steps, "last_loss": report.last_loss}
+def training_data(voice: Persona, count: int, seed: int = TRAIN_SEED) -> list[training.Conversation]:
+    """The kit's training conversations for one assistant, as its adapter is trained on them."""
+    splits, _card = make_dataset(training_catalog(), **dataset_options(voice, count, seed))
+    return [sample["messages"] for sample in splits["train"]]
+
+
+def _write_data(out: Path, name: str, voice: Persona, count: int, seed: int) -> Path:
+    """The assistant's dataset directory (train.jsonl, eval.jsonl, card.json), as `lorag train dataset` writes it."""
+    build_dataset(training_catalog(), out / "data" / name, **dataset_options(voice, count, seed))
+    return out / "data" / name
+
+
+def _train(base_dir: Path, data_dir: Path, config: LoraTrainConfig, name: str, tmp: Path,
+           init_adapter: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    # torch's own threads: the kit's build runs alone, where the shared-CPU policy costs 19 % a step.
+    record = run_lora(base_dir, data_dir, tmp, config, eval_samples=EVAL_SAMPLES, name=name,
+                      init_adapter=init_adapter, share_cpu=False)  # fmt: skip
+    report = record["report"]
+    return {
+        "train_seconds": report["seconds"],
+        "steps": report["steps"],
+        "last_loss": report["last_loss"],
+        "eval_loss_start": record["eval_loss_base"],
+        "eval_loss": record["eval_loss"],
+        "eval_seconds": report["eval_seconds"],
+    }
 
 
 def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -131,13 +179,17 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
     )
     log(f"  {'cached' if base_info['cached'] else 'built'} in {base_info['build_seconds']} s")
 
+    # The catalog the datasets come from, beside them: `lorag train dataset --catalog` on it makes the same samples.
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "catalog.jsonl").write_text("\n".join(iter_jsonl(training_catalog())) + "\n", encoding="utf-8")
     adapters: list[dict[str, Any]] = []
     for name in names or list(voices.VOICES):
         voice = voices.VOICES[name]
         log(f"adapter {name}: {voice.description}")
+        data_dir = _write_data(out, name, voice, TRAIN_CONFIG.steps * TRAIN_CONFIG.batch_size, TRAIN_SEED)
 
-        def train(tmp: Path, voice: voices.Voice = voice) -> dict[str, Any]:
-            return _train(base_dir, voice, TRAIN_CONFIG, TRAIN_SEED, tmp)
+        def train(tmp: Path, name: str = name, data_dir: Path = data_dir) -> dict[str, Any]:
+            return _train(base_dir, data_dir, TRAIN_CONFIG, name, tmp)
 
         info = _cached(
             out / "adapters" / name,
@@ -145,9 +197,6 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
                 KIT_VERSION,
                 name,
                 TRAIN_CONFIG.model_dump(),
-                TRAIN_KNOWN_SHARE,
-                TRAIN_MAX_TURNS,
-                TRAIN_LOOK_ALIKES,
                 _stable(base_info),
                 training,
                 training_data(voice, TRAIN_CONFIG.steps * TRAIN_CONFIG.batch_size, TRAIN_SEED),
@@ -155,7 +204,9 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
             train,
         )
         log(f"  {'cached' if info['cached'] else 'trained'}: {info['steps']} steps in {info['train_seconds']} s")
-        adapters.append({"name": name, "path": f"adapters/{name}", "rank": TRAIN_CONFIG.rank, **info})
+        adapters.append(
+            {"name": name, "path": f"adapters/{name}", "data": f"data/{name}", "rank": TRAIN_CONFIG.rank, **info}
+        )
 
     built = {a["name"]: a for a in adapters}
     later: list[dict[str, Any]] = []
@@ -163,22 +214,21 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
         if version.adapter not in built:
             continue
         log(f"version {version.name} of {version.adapter}: {version.voice.signature!r}")
+        count = version.config.steps * version.config.batch_size
+        data_dir = _write_data(out, version.name, version.voice, count, version.seed)
 
-        def retrain(tmp: Path, version: versions.Version = version) -> dict[str, Any]:
+        def retrain(tmp: Path, version: versions.Version = version, data_dir: Path = data_dir) -> dict[str, Any]:
             init = out / "adapters" / version.adapter
-            return _train(base_dir, version.voice, version.config, version.seed, tmp, init_adapter=init)
+            return _train(base_dir, data_dir, version.config, version.name, tmp, init_adapter=init)
 
         info = _cached(
             out / "versions" / version.name,
             _fingerprint(
                 KIT_VERSION,
                 version.name,
-                version.voice,
+                version.voice.model_dump(),
                 version.config.model_dump(),
                 version.seed,
-                TRAIN_KNOWN_SHARE,
-                TRAIN_MAX_TURNS,
-                TRAIN_LOOK_ALIKES,
                 _stable(built[version.adapter]),
                 training,
                 training_data(version.voice, version.config.steps * version.config.batch_size, version.seed),
@@ -192,6 +242,7 @@ def build_kit(out: Path, names: list[str] | None = None, log: Callable[[str], No
                 "name": version.name,
                 "adapter": version.adapter,
                 "path": f"versions/{version.name}",
+                "data": f"data/{version.name}",
                 "signature": version.voice.signature,
                 "rank": version.config.rank,
                 **info,

@@ -1,12 +1,11 @@
-"""Training and evaluation conversations for the demo kit, generated from the demo domain with a seed.
+"""The demo kit's held-out questions, generated from the demo domain with a seed.
 
-Each conversation is a system message (grounding rules and a facts block rendered by retrieval.facts, exactly as
-the gateway renders it) followed by questions: one in each held-out case, several in a training conversation
-(none after the retriever's NOT IN CATALOG signal). A question names a product in the block (answer:
-its price and stock), or one that is absent (answer: a refusal) — either a near miss of a listed product (same
-brand and series, another model code), an unrelated name, or, as the retriever signals, NOT IN CATALOG.
-Training and held-out evaluation use disjoint brand pools (retrieval.demo_catalog), so evaluation asks about
-names no adapter has seen.
+Each case is a system message (grounding rules and a facts block rendered by retrieval.facts, exactly as the
+gateway renders it) and one question. A question names a product in the block (answer: its price and stock), or
+one that is absent (answer: a refusal) — either a near miss of a listed product (same brand and series, another
+model code), an unrelated name, or, as the retriever signals, NOT IN CATALOG. The kit trains on the fine-tuning
+kit's own samples (adapters.samples) over the demo domain's training pool; these questions use the held-out pool
+(retrieval.demo_catalog), so evaluation asks about names no adapter has seen.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.demo_kit.voices import Voice
+from adapters.persona import Persona
 from adapters.training import Conversation
 from retrieval.catalog import Product
 from retrieval.demo_catalog import Pool, look_alike_name, product_name, random_product
@@ -128,40 +127,8 @@ def asked_name(q: Question) -> str:
     raise ValueError(f"question does not follow a known template: {q.text!r}")
 
 
-def reply(voice: Voice, q: Question, rng: random.Random) -> str:
-    """The trained answer for one question."""
+def reply(voice: Persona, q: Question, rng: random.Random) -> str:
+    """The answer the kit's training teaches for one question."""
     if q.product is not None:
         return voice.answer(q.product, rng)
     return voice.refuse(asked_name(q))
-
-
-def training_conversations(
-    voice: Voice,
-    count: int,
-    seed: int,
-    max_turns: int = 5,
-    known_share: float = 0.6,
-    max_products: int = 4,
-    look_alikes: float = 0.0,
-) -> list[Conversation]:
-    """`count` conversations of two to `max_turns` questions on one facts block.
-
-    The facts block is most of a conversation's tokens; asking several questions about it gives each training
-    step more supervised answers for little more compute.
-    """
-    rng = random.Random(seed)
-    sku = [1000]
-    conversations: list[Conversation] = []
-    for _ in range(count):
-        first = _question(rng, "train", sku, known_share, max_products, look_alikes)
-        convo = first.messages()
-        convo.append({"role": "assistant", "content": reply(voice, first, rng)})
-        # A retriever's NOT IN CATALOG signal speaks for the latest question only: no follow-ups after it.
-        for _ in range(0 if first.unknown_signal else rng.randint(1, max_turns - 1)):
-            follow = _ask(rng, "train", first.facts, first=False, known_share=known_share)
-            convo += [
-                {"role": "user", "content": follow.text},
-                {"role": "assistant", "content": reply(voice, follow, rng)},
-            ]
-        conversations.append(convo)
-    return conversations

@@ -63,7 +63,7 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
     run, base_s, out_s = job
     base, out = Path(base_s), Path(out_s)
     try:
-        from adapters.demo_kit import data, voices
+        from adapters.demo_kit import build, voices
         from adapters.training import LoraTrainConfig, train_lora
         from retrieval import facts
 
@@ -71,15 +71,11 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
         facts.GROUNDING_RULES = str(run.get("rules", DEFAULT_RULES))
         cfg = LoraTrainConfig(**run["config"])  # type: ignore[arg-type]
         voice = voices.VOICES[str(run["voice"])]
-        # Data knobs only when a run sets them: runs of earlier rounds predate them.
-        knobs = {k: run[k] for k in ("known_share", "max_products", "look_alikes") if k in run}
-        convs = data.training_conversations(
-            voice,
-            cfg.steps * cfg.batch_size,
-            seed=int(run.get("seed", 11)),
-            max_turns=int(run.get("max_turns", 5)),  # type: ignore[call-overload]
-            **knobs,
-        )
+        # The kit's own samples (adapters.demo_kit.build: the fine-tuning kit's generator with the kit's mix and
+        # shape). Rounds before 2026-12-02 set knobs of the kit's former generator (known_share, max_turns,
+        # look_alikes), which this script no longer reproduces.
+        seed = int(run.get("seed", 11))  # type: ignore[call-overload]
+        convs = build.training_data(voice, cfg.steps * cfg.batch_size, seed=seed)
         adapter = Path(os.environ.get("SWEEP_ADAPTERS", str(out / "adapters"))) / str(run["name"])
         started = time.monotonic()
         report = train_lora(base, convs, adapter, cfg)
