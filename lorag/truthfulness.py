@@ -29,7 +29,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,37 +244,48 @@ def _as_json(reply: Reply) -> dict[str, Any]:
     }
 
 
+def _replies(path: Path, items: list[Item]) -> list[Reply]:
+    """The answers a previous --json-out saved, for scoring again without asking the models again."""
+    by_id = {i.id: i for i in items}
+    raw = json.loads(path.read_text())["replies"]
+    return [
+        Reply(r["model"], by_id[r["id"]], r["answer"], r["finish"], r["sources"], r["grounding"])
+        for r in raw
+        if r["id"] in by_id
+    ]
+
+
 def _run(args: argparse.Namespace) -> int:
-    items = load_set(args.set, args.per_kind)
     from server.settings import DEFAULT_MANIFEST
 
-    models = args.models.split(",")
+    items = load_set(args.set, args.per_kind)
     manifest = args.manifest or DEFAULT_MANIFEST
-    configs = guard_configs(manifest, models, args.policy)
-
-    def collect(url: str) -> list[Reply]:
-        return asyncio.run(ask(url, models, items, args.max_tokens, args.concurrency))
-
-    if args.kit:
-        from lorag.kit_gateway import kit_gateway
-
-        with kit_gateway(args.kit, manifest) as url:
-            replies = collect(url)
+    if args.replies:
+        replies = _replies(args.replies, items)
+        models = list(dict.fromkeys(r.model for r in replies))
     else:
-        replies = collect(args.url)
-    result = tallies(replies, configs)
+        models = args.models.split(",")
+
+        def collect(url: str) -> list[Reply]:
+            return asyncio.run(ask(url, models, items, args.max_tokens, args.concurrency))
+
+        if args.kit:
+            from lorag.kit_gateway import kit_gateway
+
+            with kit_gateway(args.kit, manifest) as url:
+                replies = collect(url)
+        else:
+            replies = collect(args.url)
+        if args.json_out:  # the answers first: scoring them again needs no second generation
+            dump = {"items": len(items), "models": models, "replies": [_as_json(r) for r in replies]}
+            args.json_out.write_text(json.dumps(dump, indent=1))
+    result = tallies(replies, guard_configs(manifest, models, args.policy))
     print(table(result))
-    if args.json_out:
-        dump = {
-            "items": len(items),
-            "models": models,
-            "tallies": [asdict(t) for t in result],
-            "replies": [_as_json(r) for r in replies],
-        }
-        args.json_out.write_text(json.dumps(dump, indent=1, default=str))
     for t in result:
         for question, answer in t.refusals:
             print(f"false refusal ({t.model}, guard {t.guard}): {question!r} -> {answer!r}", file=sys.stderr)
+        for question, answer in t.failures:
+            print(f"unsupported ({t.model}, guard {t.guard}): {question!r} -> {answer!r}", file=sys.stderr)
     guarded = [t for t in result if t.guard != "off"]
     return 1 if any(t.wrong_price or t.fakes_priced for t in guarded) else 0
 
@@ -286,6 +297,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--url", default="http://127.0.0.1:8000", help="a gateway over the demo catalog")
     where.add_argument("--kit", type=Path, help="start vLLM on this demo kit and a gateway over it (then stop)")
+    where.add_argument("--replies", type=Path, help="score the answers a previous --json-out saved")
     ev.add_argument(
         "--manifest", type=Path, help="assistants (their refusals; with --kit, served; default: the demo's)"
     )
@@ -295,5 +307,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev.add_argument("--per-kind", type=int, help="at most this many questions of each kind")
     ev.add_argument("--max-tokens", type=int, default=48)
     ev.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    ev.add_argument("--json-out", type=Path, help="also write every answer and the counts as JSON")
+    ev.add_argument("--json-out", type=Path, help="also write every answer (with its sources and findings) as JSON")
     ev.set_defaults(func=_run)
