@@ -121,7 +121,15 @@ def _lifespan(
                 except StoreError as exc:
                     # A store that is down must not keep the gateway down: each assistant's on_failure decides.
                     log.warning("catalog store unavailable at start-up: %s", exc)
-            service = ChatService(registry, pool, metrics, retriever, settings.retrieval_concurrency, adapters=adapters)
+            service = ChatService(
+                registry,
+                pool,
+                metrics,
+                retriever,
+                settings.retrieval_concurrency,
+                adapters=adapters,
+                retrieval_timeout=settings.retrieval_timeout,
+            )
             log.info(
                 "gateway up: %d assistants over %s at %s",
                 len(registry),

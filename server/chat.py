@@ -1,12 +1,16 @@
 """The chat service: one request through assistant → retrieval → prompt → vLLM → the client.
 
 Retrieval is synchronous and CPU-bound (embedding), so it runs in worker threads behind a capacity limiter and
-never blocks the event loop. Qdrant and embedder failures are translated here into RetrievalUnavailable.
+never blocks the event loop. Qdrant and embedder failures are translated here into RetrievalUnavailable, and so is
+a retrieval that outlives the gateway's own deadline (LORAG_RETRIEVAL_TIMEOUT): a thread cannot be stopped, so the
+request leaves it behind, and while as many abandoned retrievals still run as there are slots, new ones are
+refused at once rather than piling up threads on a store that hangs.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -32,6 +36,7 @@ from server.prompt import facts_block, retrieval_query, shown_hits, sources, ups
 from server.protocol import ChatCompletionRequest, ChatMessage, Source
 from server.relay import StreamRelay
 from server.telemetry import UNKNOWN, Metrics
+from server.upstream import ENGINE_RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,7 @@ class ChatService:
         retriever: Retriever | None = None,
         retrieval_concurrency: int = 4,
         adapters: AdapterService | None = None,
+        retrieval_timeout: float = 2.0,
     ) -> None:
         self.registry = registry
         self.pool = pool
@@ -104,6 +110,9 @@ class ChatService:
         self.metrics = metrics
         self.retriever = retriever
         self.limiter = anyio.CapacityLimiter(retrieval_concurrency)
+        self.retrieval_timeout = retrieval_timeout
+        self._running = 0  # retrieval threads running, abandoned ones included
+        self._running_lock = threading.Lock()
 
     async def prepare(self, request: ChatCompletionRequest, request_id: str, started: float) -> Prepared:
         """Resolve the assistant, retrieve facts and build vLLM's payload (errors: 404, 503)."""
@@ -170,6 +179,7 @@ class ChatService:
         tried: set[EngineNode] = set()
         while (lease := self.pool.admit(prepared.served_name, tried)) is not None:
             tried.add(lease.node)
+            was_down = not lease.node.up
             try:
                 return await lease.node.upstream.send(prepared.payload, prepared.request_id), lease
             except GatewayError as exc:
@@ -177,6 +187,14 @@ class ChatService:
                 if not _retryable(exc):
                     raise
                 error = exc
+                if was_down and exc.code == "upstream_model_not_found":
+                    # An engine that was down answers again without the adapter: it restarted, and the reconciler
+                    # (woken by `failed`) is loading the adapter back. A short wait, not the gateway's fault.
+                    error = UpstreamUnavailable(
+                        "the model server has restarted and this assistant's adapter is being loaded again",
+                        code="adapter_restoring",
+                        retry_after=ENGINE_RETRY_AFTER_S,
+                    )
         assert error is not None  # route() always names an engine, so the first admit leased or raised
         raise error
 
@@ -194,14 +212,34 @@ class ChatService:
         began = time.perf_counter()
         retrieve = partial(self.retriever.retrieve, query, top_k=config.top_k, filters=config.filters)
         try:
-            result = await anyio.to_thread.run_sync(retrieve, limiter=self.limiter)
+            with anyio.fail_after(self.retrieval_timeout):
+                result = await self._in_thread(retrieve)
         except (StoreError, EmbedderError) as exc:
             log.warning("retrieval failed: %s", exc)
             raise RetrievalUnavailable("the product catalog is unavailable; try again shortly") from exc
+        except TimeoutError as exc:
+            log.warning("retrieval over its %.1f s deadline (LORAG_RETRIEVAL_TIMEOUT)", self.retrieval_timeout)
+            raise RetrievalUnavailable("the product catalog did not answer in time; try again shortly") from exc
         seconds = time.perf_counter() - began
         self.metrics.retrieval.labels(assistant.name).observe(seconds)
         hits, unknown = shown_hits(result, config)
         return facts_block(hits, unknown), hits, seconds
+
+    async def _in_thread(self, retrieve: Callable[[], Any]) -> Any:
+        """Run `retrieve` in a worker thread, abandoned (left running) if the caller's deadline passes first."""
+        if self._running - self.limiter.borrowed_tokens >= self.limiter.total_tokens:
+            raise RetrievalUnavailable("the product catalog is not answering; try again shortly")
+
+        def run() -> Any:
+            with self._running_lock:
+                self._running += 1
+            try:
+                return retrieve()
+            finally:
+                with self._running_lock:
+                    self._running -= 1
+
+        return await anyio.to_thread.run_sync(run, limiter=self.limiter, abandon_on_cancel=True)
 
     async def complete(self, prepared: Prepared) -> dict[str, Any]:
         """A non-streamed answer: vLLM's JSON with the assistant's name and `sources`."""
@@ -262,8 +300,9 @@ class ChatService:
                         self.metrics.ttft.labels(name).observe(time.perf_counter() - prepared.started)
                         first = False
                     yield b"data: " + out + b"\n\n"
-        except GatewayError as exc:
+        except GatewayError as exc:  # the stream broke off (the engine died, or timed out): in-band, then [DONE]
             relay.error = exc
+            self.pool.suspect(lease.node, exc)
             yield sse_error(exc)
         except (anyio.get_cancelled_exc_class(), GeneratorExit):
             # The client went away; closing vLLM's stream (below) is what cancels the generation there.

@@ -12,6 +12,7 @@ answer has ended (`Lease.release`) and reports a failed send (`failed`); nothing
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -97,6 +98,8 @@ class EnginePool:
             raise ValueError("at least one engine is needed")
         self.nodes = nodes
         self.policy = policy or AdmissionPolicy(max_wait=0)
+        # Set when a request finds an engine failing: the reconciler then looks at once instead of at its next pass.
+        self.wake = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None) -> EnginePool:
@@ -136,8 +139,15 @@ class EnginePool:
         lease.release(completed=False)
         if exc.code == "upstream_unavailable":  # refused the connection: down until it answers again
             lease.node.mark_down(exc.message)
-        elif exc.code == "upstream_model_not_found":  # lost the adapter: the reconciler reloads it
+            self.wake.set()
+        elif exc.code == "upstream_model_not_found":  # lost the adapter (a restart): the reconciler reloads it
             lease.node.served.discard(model)
+            self.wake.set()
+
+    def suspect(self, node: EngineNode, exc: GatewayError) -> None:
+        """A stream from `node` broke off (the engine may have died): have the reconciler look at it now."""
+        log.warning("engine %s: a stream broke off: %s", node.url, exc.message)
+        self.wake.set()
 
     async def aclose(self) -> None:
         for node in self.nodes:

@@ -9,7 +9,7 @@
     ├── BodyTooLarge                413    invalid_request_error   request_too_large
     ├── RateLimited                 429    rate_limit_error        rate_limit_exceeded, ... (with Retry-After)
     ├── UpstreamError               502    upstream_error          upstream_error
-    ├── UpstreamUnavailable         503    service_unavailable     upstream_unavailable
+    ├── UpstreamUnavailable         503    service_unavailable     upstream_unavailable (engine down: Retry-After)
     │   ├── RetrievalUnavailable    503    service_unavailable     retrieval_unavailable
     │   ├── Overloaded              503    service_unavailable     overloaded (with Retry-After)
     │   └── StateUnwritable         503    service_unavailable     state_unwritable
@@ -126,9 +126,20 @@ class UpstreamError(GatewayError):
 
 
 class UpstreamUnavailable(GatewayError):
+    """Nothing could serve the request now; `retry_after` (whole seconds, at least 1) says when to come back."""
+
     status = 503
     type = "service_unavailable"
     code = "upstream_unavailable"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, param: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after = None if retry_after is None else max(1, math.ceil(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"retry-after": str(self.retry_after)}
 
 
 class RetrievalUnavailable(UpstreamUnavailable):
@@ -142,11 +153,7 @@ class Overloaded(UpstreamUnavailable):
     code = "overloaded"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, math.ceil(retry_after))
-
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": str(self.retry_after)}
+        super().__init__(message, retry_after=retry_after)
 
 
 class StateUnwritable(UpstreamUnavailable):

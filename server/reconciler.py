@@ -1,4 +1,5 @@
-"""Brings every engine back to the desired state: at start-up, every `reconcile_interval` seconds, and on demand.
+"""Brings every engine back to the desired state: at start-up, every `reconcile_interval` seconds, every second
+while an engine is down, soon after a request finds an engine failing, and on demand.
 
 It reads each engine's `/v1/models` (which also tells the router what the engine holds and whether it is up),
 loads the active version of every adapter where it is missing (an engine restarted, or was added), and unloads
@@ -19,6 +20,11 @@ from server.errors import GatewayError
 from server.hotswap import AdapterService
 
 log = logging.getLogger(__name__)
+
+# While an engine is down it is probed this often, so that it serves again within about a second of coming back.
+DOWN_PROBE_S = 1.0
+# Passes woken by failing requests run at most this often: a burst of failures is one pass, not one each.
+MIN_GAP_S = 1.0
 
 
 @dataclass
@@ -42,8 +48,17 @@ class Reconciler:
         self._unsaved = False  # learnt state the file could not take yet
 
     async def run_forever(self) -> None:
+        """A pass every `interval` seconds; every DOWN_PROBE_S while an engine is down; and soon after a request
+        finds an engine failing (the pool's `wake`), so a restarted engine gets its adapters back by itself."""
+        wake = self.service.pool.wake
         while True:
-            await asyncio.sleep(self.interval)
+            down = any(not node.up for node in self.service.pool)
+            try:
+                await asyncio.wait_for(wake.wait(), min(self.interval, DOWN_PROBE_S) if down else self.interval)
+                await asyncio.sleep(MIN_GAP_S)
+            except TimeoutError:
+                pass
+            wake.clear()
             try:
                 await self.run_once()
             except Exception:  # a pass must never end the loop

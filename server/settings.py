@@ -34,6 +34,14 @@ class GatewaySettings(RetrievalSettings):
     retrieval_concurrency: int = Field(
         default=4, ge=1, description="Retrievals run at once in worker threads (embedding is CPU-bound)."
     )
+    retrieval_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds a request may spend on retrieval (waiting for a slot, embedding, the store's search); past it "
+            "the assistant's retrieval.on_failure applies: fail (503 retrieval_unavailable) or degrade (no facts)."
+        ),
+    )
     access_log: bool = Field(default=True, description="Log one line per request (uvicorn's access log).")
     engines: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

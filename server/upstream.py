@@ -54,6 +54,11 @@ TRANSPORT_ERRORS: dict[type[httpx.RequestError], type[GatewayError]] = {
     httpx.TooManyRedirects: UpstreamError,
 }
 
+# Retry-After of a 503 when an engine cannot be reached or says it is busy or starting. The gateway probes an engine
+# it found down every second (server.reconciler) and routes to it again as soon as it answers; how long a restart
+# takes it cannot know, so it names a short wait and leaves longer back-off to the client's retries.
+ENGINE_RETRY_AFTER_S = 2
+
 _TRANSPORT_MESSAGES: dict[type[GatewayError], str] = {
     UpstreamUnavailable: "the model server is unavailable",
     UpstreamTimeout: "the model server did not answer in time",
@@ -67,7 +72,10 @@ def from_transport(exc: httpx.RequestError) -> GatewayError:
     log.warning("upstream %s: %r", type(exc).__name__, exc)
     # A full pool is the gateway's own limit, not the engine refusing: routing must not take the engine for down.
     code = "upstream_pool_full" if isinstance(exc, httpx.PoolTimeout) else None
-    return kind(f"{_TRANSPORT_MESSAGES[kind]} ({type(exc).__name__})", code=code)
+    message = f"{_TRANSPORT_MESSAGES[kind]} ({type(exc).__name__})"
+    if kind is UpstreamUnavailable:
+        return UpstreamUnavailable(message, code=code, retry_after=ENGINE_RETRY_AFTER_S)
+    return kind(message, code=code)
 
 
 def upstream_message(body: bytes) -> tuple[str, str | None]:
@@ -106,7 +114,11 @@ def from_status(status: int, body: bytes) -> GatewayError:
             f"the model server does not serve this assistant's model: {message}", code="upstream_model_not_found"
         )
     if status in (429, 503):
-        return UpstreamUnavailable(f"the model server is overloaded or starting: {message}", code="upstream_overloaded")
+        return UpstreamUnavailable(
+            f"the model server is overloaded or starting: {message}",
+            code="upstream_overloaded",
+            retry_after=ENGINE_RETRY_AFTER_S,
+        )
     if status in (408, 504):
         return UpstreamTimeout(f"the model server timed out: {message}")
     return UpstreamError(f"the model server answered {status}: {message}")
