@@ -46,10 +46,11 @@ class Connection:
             except OSError:
                 pass  # already reset by the server
 
-    async def post(self, path: str, body: bytes) -> Answer:
-        """POST a JSON body and read the whole answer."""
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> Answer:
+        """POST a JSON body (with extra `headers`, e.g. authorization) and read the whole answer."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         request = (
-            f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n{extra}"
             f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
