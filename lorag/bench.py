@@ -8,6 +8,10 @@ from pathlib import Path
 from loadtest.guard_cost import __doc__ as guard_cost_doc_text
 from loadtest.guard_cost import add_arguments as guard_cost_arguments
 from loadtest.options import USAGE, add_arguments
+from loadtest.peer import __doc__ as peer_doc
+from loadtest.peer import add_arguments as peer_arguments
+from loadtest.workers import __doc__ as workers_doc
+from loadtest.workers import add_arguments as workers_arguments
 from lorag.catalog import reporting_errors, settings_from, store_args
 from retrieval.esci import SAMPLE as ESCI_SAMPLE
 from retrieval.fields import FIELD_VARIANTS
@@ -27,6 +31,18 @@ def _load(args: argparse.Namespace) -> int:
 
 def _guard(args: argparse.Namespace) -> int:
     from loadtest.guard_cost import run
+
+    return run(args)
+
+
+def _peer(args: argparse.Namespace) -> int:
+    from loadtest.peer import run
+
+    return run(args)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from loadtest.workers import run
 
     return run(args)
 
@@ -86,3 +102,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     guard_cost_arguments(guard)
     guard.set_defaults(func=_guard)
+
+    peer = bench.add_parser(
+        "peer",
+        help="lorag beside LiteLLM's proxy over the stub upstream: added latency and CPU per request, side by side",
+        description=peer_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    peer_arguments(peer)
+    peer.set_defaults(func=_peer)
+
+    workers = bench.add_parser(
+        "workers",
+        help="requests/s with retrieval on for 1, 2, 4 ... workers without a Qdrant server (stub upstream)",
+        description=workers_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    workers_arguments(workers)
+    workers.set_defaults(func=_workers)
