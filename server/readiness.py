@@ -7,6 +7,7 @@ problems it finds name engine addresses and collections: the route shows them on
 
 from __future__ import annotations
 
+import anyio
 import anyio.to_thread
 
 from retrieval.retriever import Retriever
@@ -55,10 +56,15 @@ class Readiness:
         return "; ".join(problems)
 
     async def _qdrant(self, retriever: Retriever) -> str:
+        # The same deadline as a request's retrieval: a probe must not hang on a store that does.
+        timeout = self.chat.retrieval_timeout
         try:
-            exists = await anyio.to_thread.run_sync(retriever.store.exists)
+            with anyio.fail_after(timeout):
+                exists = await anyio.to_thread.run_sync(retriever.store.exists, abandon_on_cancel=True)
         except StoreError as exc:
             return str(exc)
+        except TimeoutError:
+            return f"the catalog store did not answer within {timeout:g} s (LORAG_RETRIEVAL_TIMEOUT)"
         if not exists:
             return f"no collection {retriever.store.collection!r}: run `lorag catalog ingest` first"
         return OK

@@ -46,6 +46,8 @@ class HangingStore:
         self.finished = 0
 
     def exists(self) -> bool:
+        if self.blocked:
+            self.release.wait(HANG)
         return True
 
     def search(self, *args: Any, **kwargs: Any) -> list[Any]:
@@ -123,9 +125,14 @@ def test_threads_stuck_on_the_store_are_not_piled_up(gateway: tuple[TestClient, 
     degraded, _ = _ask(client, "lenient")
     assert degraded.status_code == 200 and degraded.headers["x-lorag-retrieval"] == "skipped"
 
+    began = time.perf_counter()
+    ready = client.get("/ready")  # the probe has the same deadline
+    assert ready.status_code == 503 and ready.json()["checks"]["qdrant"] == "failing"
+    assert time.perf_counter() - began < HANG / 3
+
     store.release.set()  # the store recovers: the stuck threads end, and retrieval is used again
     deadline = time.monotonic() + 10
-    while store.finished < 3 and time.monotonic() < deadline:
+    while store.finished < 3 and time.monotonic() < deadline:  # the readiness probe's thread ends too
         time.sleep(0.05)
     store.blocked = False
     time.sleep(0.2)  # the threads' own bookkeeping runs just after the store returns
