@@ -23,7 +23,7 @@
 #   probe NAME   one chat request to vLLM for model NAME (an adapter loaded with --lora-modules, say)
 #   stopall      stops the gateway and vLLM (frees the GPU)
 #   train        random bf16 weights for the Qwen3-8B folder, a `lorag train dataset` from the demo catalog, then
-#                `lorag train lora` at rank 16 and 64 (TRAIN_STEPS, 40) -> $OUT/train.jsonl (train_gpu.py)
+#                `lorag train lora` at rank 16 and 64 (TRAIN_STEPS, 40) -> $OUT/train-log.txt (train_gpu.py)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)" && cd "$repo"
@@ -33,7 +33,7 @@ exec > >(tee -a "$log") 2>&1
 mkdir -p .gpu && cp "$here"/* .gpu/
 source .gpu/env.sh
 export PYTHONPATH="$PYTHONPATH:$repo" VLLM_SERVER_DEV_MODE=1
-export LORAG_QDRANT_PATH=/tmp/rag/qdrant LORAG_EMBEDDING_MODEL=/tmp/minilm
+export LORAG_QDRANT_PATH="${LORAG_QDRANT_PATH:-/tmp/rag/qdrant}" LORAG_EMBEDDING_MODEL=/tmp/minilm
 t0=$EPOCHREALTIME
 stamp() { awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$1" 'BEGIN { printf "[%6.1f s] %s\n", b - a, s }'; }
 
@@ -76,7 +76,10 @@ ready() {
 
 prepare() {
   mkdir -p /tmp/rag
-  python3 .gpu/rag_bench.py prepare --work /tmp/rag --tokenizer "$MODEL_DIR" > /tmp/rag/prepare.json || exit 1
+  # On the CPU by default: prepare runs while vLLM starts and profiles its memory, which a second process taking
+  # GPU memory would disturb. The gateway later embeds on the device LORAG_EMBEDDING_DEVICE says.
+  LORAG_EMBEDDING_DEVICE="${PREPARE_EMBEDDING_DEVICE:-cpu}" \
+    python3 .gpu/rag_bench.py prepare --work /tmp/rag --tokenizer "$MODEL_DIR" > /tmp/rag/prepare.json || exit 1
   python3 - <<'PY'
 import json; d = json.load(open("/tmp/rag/prepare.json")); print(json.dumps(d))
 PY
@@ -136,13 +139,13 @@ PY
 
 train() {
   local steps="${TRAIN_STEPS:-40}"
-  python3 .gpu/train_gpu.py weights --config-dir "$MODEL_DIR" --out /tmp/qwen3-8b-rand | tee -a "$out/train.jsonl" || exit 1
+  python3 .gpu/train_gpu.py weights --config-dir "$MODEL_DIR" --out /tmp/qwen3-8b-rand | tee -a "$out/train-log.txt" || exit 1
   mkdir -p /tmp/train
   python3 -m lorag train dataset --catalog /tmp/rag/catalog.jsonl --out /tmp/train/data --samples 1000 --eval-samples 50 \
     | tail -n 20 || exit 1
   for rank in 16 64; do
     python3 .gpu/train_gpu.py run --base /tmp/qwen3-8b-rand --data /tmp/train/data --out "/tmp/train/r$rank" \
-      --rank "$rank" --steps "$steps" --batch 8 --max-length 1024 2> "/tmp/train/r$rank.err" | tee -a "$out/train.jsonl"
+      --rank "$rank" --steps "$steps" --batch 8 --max-length 1024 2> "/tmp/train/r$rank.err" | tee -a "$out/train-log.txt"
     tail -c 600 "/tmp/train/r$rank.err"
     cp "/tmp/train/r$rank/run.json" "$out/train-r$rank-run.json" 2>/dev/null
     ls -la "/tmp/train/r$rank"
