@@ -15,15 +15,17 @@ K = TypeVar("K", bound=Hashable)
 
 
 def dbsf_normalise(scores: Sequence[float]) -> list[float]:
-    """Distribution-based score normalisation as Qdrant's DBSF does it: mean +- 3 standard deviations -> [0, 1]."""
-    if not scores:
-        return []
+    """Distribution-based score normalisation as qdrant-client's DBSF does it: (s - low) / (high - low) with
+    low, high = mean -+ 3 sample standard deviations, not clamped (an outlier, such as the one product carrying a
+    code, keeps its lead); a single or all-equal list scores 0.5."""
+    if len(scores) < 2:
+        return [0.5] * len(scores)
     mean = statistics.fmean(scores)
-    spread = 3 * statistics.pstdev(scores)
-    if spread == 0:  # one candidate or all tied: every one is as good as the best
-        return [1.0] * len(scores)
-    low, high = mean - spread, mean + spread
-    return [min(1.0, max(0.0, (s - low) / (high - low))) for s in scores]
+    spread = 3 * statistics.stdev(scores)
+    if spread == 0:
+        return [0.5] * len(scores)
+    low = mean - spread
+    return [(s - low) / (2 * spread) for s in scores]
 
 
 def weighted_dbsf(dense: Sequence[tuple[K, float]], sparse: Sequence[tuple[K, float]], dense_weight: float) -> list[K]:

@@ -58,10 +58,27 @@ def test_other_locales_and_untitled_products_are_left_out(tmp_path: Path) -> Non
 
 def test_dbsf_normalise_matches_mean_three_sigma() -> None:
     assert dbsf_normalise([]) == []
-    assert dbsf_normalise([0.7]) == [1.0]
-    low, mid, high = dbsf_normalise([1.0, 2.0, 3.0])
-    assert mid == pytest.approx(0.5) and low < mid < high
-    assert 0.0 <= low and high <= 1.0
+    assert dbsf_normalise([0.7]) == [0.5]
+    assert dbsf_normalise([2.0, 2.0]) == [0.5, 0.5]
+    low, mid, high = dbsf_normalise([1.0, 2.0, 3.0])  # mean 2, sample sd 1: limits -1 and 5
+    assert (low, mid, high) == pytest.approx((2 / 6, 0.5, 4 / 6))
+    # Not clamped: a lone outlier keeps its lead over the rest, as in the store's fusion.
+    assert dbsf_normalise([10.0] + [1.0] * 99)[0] > 1.0
+
+
+def test_weighted_dbsf_at_half_ranks_as_the_stores_dbsf() -> None:
+    from qdrant_client.http import models
+    from qdrant_client.hybrid.fusion import distribution_based_score_fusion
+
+    dense = [("a", 0.91), ("b", 0.85), ("c", 0.42), ("d", 0.40)]
+    sparse = [("c", 14.0), ("e", 3.1), ("a", 2.9), ("f", 2.0)]
+
+    def points(side: list[tuple[str, float]]) -> list[models.ScoredPoint]:
+        ids = {k: i for i, k in enumerate("abcdef")}
+        return [models.ScoredPoint(id=ids[k], version=0, score=s) for k, s in side]
+
+    fused = distribution_based_score_fusion([points(dense), points(sparse)], limit=10)
+    assert ["abcdef"[int(p.id)] for p in fused] == weighted_dbsf(dense, sparse, 0.5)
 
 
 def test_weighted_dbsf_ends_are_the_single_lists() -> None:
