@@ -253,7 +253,9 @@ def run(args: argparse.Namespace) -> int:
                 _wait_started(log, workers)
                 with _runner() as runner:
                     samples = runner.run(measure(port, pid, args.concurrency, args.requests, args.warmup))
-                rss = [m for w in worker_pids(pid) if (m := rss_mib(w)) is not None]
+                # One worker is served in-process by `lorag serve` itself; several are its children.
+                serving = worker_pids(pid) if workers > 1 else [pid]
+                rss = [m for w in serving if (m := rss_mib(w)) is not None]
             rows.append(summarise(workers, samples, rss))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         for size in [int(s) for s in args.memory_sizes.split(",") if s]:
