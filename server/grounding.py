@@ -67,12 +67,15 @@ _SYMBOLS |= {"euro": "EUR", "euros": "EUR", "pound": "GBP", "pounds": "GBP"}
 
 @dataclass(frozen=True)
 class Facts:
-    """What one request was shown: the products of its facts block, the NOT IN CATALOG signal, and the prices the
-    user wrote (never facts: a claim that repeats one is reported as such)."""
+    """What one request was shown: the products of its facts block, the NOT IN CATALOG signal, the prices the
+    user wrote (never facts: a claim that repeats one is reported as such), and the products the user's latest
+    message names: those that were not shown (a fake, a near miss) and the ids of those that were."""
 
     products: tuple[Product, ...]
     unknown: bool = False
     user_prices: frozenset[Decimal] = frozenset()
+    asked_missing: tuple[str, ...] = ()
+    asked_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -257,10 +260,36 @@ def check(text: str, facts: Facts) -> list[Finding]:
             continue
         else:
             candidates = facts.products
+        if (substitute := _substitute(text, claim, facts, before[-1][1] if before else None)) is not None:
+            findings.append(substitute)
+            continue
         finding = _figure(claim, list(candidates), facts, named_referent=bool(before))
         if finding is not None:
             findings.append(finding)
     return sorted(findings, key=lambda f: f.claim.start)
+
+
+def _substitute(text: str, claim: Claim, facts: Facts, referent: Product | None) -> Finding | None:
+    """A figure for a product the user did not ask about, when what they asked about was not shown: the answer
+    swapped a fake or near miss for a shown look-alike ("the Arbusto Terra A-605 is $64.00" to a question about
+    the Aurin Tundra A-600). True of the look-alike, it still prices what the user asked. Allowed after the answer
+    says it lacks what was asked (an alternative offered as one)."""
+    if not facts.asked_missing or (referent is not None and referent.id in facts.asked_ids):
+        return None
+    if _REFUSAL.search(text[: claim.start]):
+        return None
+    what = f"the {referent.name}" if referent else "a shown product"
+    reason = f"a {claim.kind} for {what} in answer to the {facts.asked_missing[0]}, which was not shown"
+    return Finding(claim, reason, "block", product=referent.id if referent else None)
+
+
+def asked(text: str, products: Sequence[Product]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The product names a user's message writes that name no shown product, and the ids of the shown products
+    it names (every one that shares a model code it writes alone)."""
+    named = mentions(text, products)
+    missing = tuple(c.text for c, p in named if p is None)
+    ids = frozenset(q.id for c, p in named if p is not None for q in _alike(c.text, products) or [p])
+    return missing, ids
 
 
 def _figure(claim: Claim, candidates: list[Product], facts: Facts, named_referent: bool) -> Finding | None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.facts import NOT_IN_CATALOG
 from retrieval.retriever import Hit
-from server.grounding import Facts, Finding, check, corrected, user_prices
+from server.grounding import Facts, Finding, asked, check, corrected, user_prices
 
 Policy = Literal["off", "annotate", "correct", "block"]
 CONTENT_FILTER = "content_filter"  # OpenAI's finish_reason for an answer the service replaced
@@ -51,7 +51,10 @@ def request_facts(facts_block: str | None, hits: Sequence[Hit], user_texts: Sequ
     """What the request was shown, for the guard; None when the assistant does not retrieve (nothing to check)."""
     if facts_block is None:
         return None
-    return Facts(tuple(h.product for h in hits), NOT_IN_CATALOG in facts_block, user_prices(user_texts))
+    products = tuple(h.product for h in hits)
+    # What the latest message asks about: an earlier turn's fake must not hold back this turn's answer.
+    missing, ids = asked(user_texts[-1], products) if user_texts else ((), frozenset[str]())
+    return Facts(products, NOT_IN_CATALOG in facts_block, user_prices(user_texts), missing, ids)
 
 
 @dataclass

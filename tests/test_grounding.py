@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from retrieval.catalog import Product
-from server.grounding import Facts, check, claims, mentions, parse_amount, prices, user_prices
-from server.guard import GuardConfig, guard_completion, judge
+from retrieval.retriever import Hit
+from server.grounding import Facts, asked, check, claims, mentions, parse_amount, prices, user_prices
+from server.guard import GuardConfig, guard_completion, judge, request_facts
 
 GRINDER = Product(id="GRN-1004", name="Vellora Crema V-520", price=Decimal("1299.00"), currency="USD", stock=12)
 KETTLE = Product(id="KTL-1010", name="Moka Nord Atlas MN-450", price=Decimal("49.50"), currency="USD", stock=0)
@@ -92,6 +93,35 @@ def test_a_model_code_shared_by_shown_products_is_checked_against_each_and_never
     assert finding.action == "block"
     [finding] = check("The Moka Nord Solo MN-675 costs $49.00.", shown)
     assert finding.fix == "$18.49"
+
+
+def test_a_shown_look_alike_priced_in_answer_to_a_product_not_shown_is_refused_unless_offered_as_an_alternative() -> (
+    None
+):
+    missing, ids = asked("Is the Vellora Aurora V-520 in stock? How much?", [GRINDER, KETTLE])
+    assert (missing, ids) == (("Vellora Aurora V-520",), frozenset())
+    facts = Facts((GRINDER, KETTLE), asked_missing=missing, asked_ids=ids)
+    [price, stock] = check("The Vellora Crema V-520 is $1,299.00, in stock (12 units).", facts)
+    assert price.action == stock.action == "block" and "in answer to the Vellora Aurora V-520" in price.reason
+    [bare] = check("It is $49.50.", facts)  # no product named: any shown one's price is a substitute too
+    assert bare.action == "block"
+    offered = "The Vellora Aurora V-520 is not in our catalog. The Vellora Crema V-520 is $1,299.00."
+    assert check(offered, facts) == []
+
+
+def test_a_shown_product_the_user_names_beside_one_not_shown_may_be_priced() -> None:
+    missing, ids = asked("Is the Vellora Aurora V-520 or the Moka Nord Atlas MN-450 cheaper?", [GRINDER, KETTLE])
+    assert (missing, ids) == (("Vellora Aurora V-520",), frozenset({KETTLE.id}))
+    facts = Facts((GRINDER, KETTLE), asked_missing=missing, asked_ids=ids)
+    assert check("The Moka Nord Atlas MN-450 is $49.50.", facts) == []
+
+
+def test_only_the_latest_message_says_what_is_asked() -> None:
+    block = "<catalog_facts>...</catalog_facts>"
+    hits = [Hit(GRINDER, 1.0, 0.9)]
+    earlier = request_facts(block, hits, ["Is the Vellora Aurora V-520 in stock?", "And the Vellora Crema V-520?"])
+    assert earlier is not None and earlier.asked_missing == () and earlier.asked_ids == {GRINDER.id}
+    assert check("The Vellora Crema V-520 is $1,299.00.", earlier) == []
 
 
 def test_product_names_match_by_full_name_code_or_sku_and_near_misses_do_not() -> None:
