@@ -37,7 +37,7 @@ import httpx
 
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
-from server.grounding import Facts, check, claims, user_prices
+from server.grounding import Facts, asked, check, claims, user_prices
 
 if TYPE_CHECKING:  # the gateway's modules load when the command runs, so `lorag --help` stays fast
     from server.guard import GuardConfig
@@ -164,15 +164,20 @@ async def ask(url: str, models: list[str], items: list[Item], max_tokens: int, c
 
 def apply_guard(reply: Reply, config: GuardConfig, catalog: dict[str, Product]) -> tuple[str, str | None]:
     """The answer as `config` lets it out (text, finish_reason), judged by server.guard on the facts the gateway
-    showed: its `sources`, the prices the user wrote, and NOT IN CATALOG, which `sources` does not say; the one of
-    the two readings whose findings are the gateway's own is used (when both are, the verdicts are the same)."""
+    showed: its `sources`, the prices and products the user wrote, and NOT IN CATALOG, which `sources` does not
+    say: the reading whose findings are the ones the gateway reported is used (when both are, the verdicts are the
+    same). A gateway from before the guard compared the question's product names has its findings reproduced
+    without them."""
     from server.guard import CONTENT_FILTER, judge
 
     reported = (reply.grounding or {}).get("unsupported", [])
     products = tuple(catalog[i] for i in reply.sources)
+    users = user_prices([reply.item.text])
+    missing, ids = asked(reply.item.text, products)
     for unknown in (False, True):
-        facts = Facts(products, unknown, user_prices([reply.item.text]))
-        if [f.as_json() for f in check(reply.content, facts)] == reported:
+        facts = Facts(products, unknown, users, missing, ids)
+        readings = [facts, Facts(products, unknown, users)]
+        if any([f.as_json() for f in check(reply.content, r)] == reported for r in readings):
             text, _, _, blocked = judge(reply.content, facts, config)
             return text, CONTENT_FILTER if blocked else reply.finish
     raise ValueError(f"{reply.model} on {reply.item.id}: the gateway's findings differ from this checkout's guard")
