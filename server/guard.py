@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from retrieval.facts import NOT_IN_CATALOG
 from retrieval.retriever import Hit
@@ -45,6 +45,12 @@ class GuardConfig(BaseModel):
         le=512,
         description="Streams under correct/block: characters held back so a figure is checked before it is sent.",
     )
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML reads an unquoted `policy: off` as false.
+        return "off" if value is False else value
 
 
 def request_facts(facts_block: str | None, hits: Sequence[Hit], user_texts: Sequence[str]) -> Facts | None:

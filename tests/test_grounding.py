@@ -226,3 +226,11 @@ def test_correct_refuses_what_it_cannot_fix_and_block_refuses_everything() -> No
     clean = _answer("The Vellora Crema V-520 is $1,299.00.")
     assert guard_completion(clean, SHOWN, GuardConfig(policy="block")).header == "supported"
     assert clean["choices"][0]["message"]["content"] == "The Vellora Crema V-520 is $1,299.00."
+
+
+def test_an_unquoted_yaml_off_is_the_off_policy() -> None:
+    import yaml
+
+    assert GuardConfig.model_validate(yaml.safe_load("policy: off")).policy == "off"
+    with pytest.raises(ValueError, match="policy"):
+        GuardConfig.model_validate({"policy": True})
