@@ -18,7 +18,8 @@ Answers are scored against the catalog, not against the guard: a wrong price is 
 product's (a repeat of the user's figure included, so haggling answers that quote "$10 less" count), a priced fake
 any price at all in an answer about a product we lack (a shown look-alike's true price included); an unsupported
 claim is a wrong price or stock figure, an offered discount, or a price or "in stock" for a fake. A false refusal is
-a real product's answer that refuses and quotes no price. Intervals are Wilson 95 %."""
+a real product's answer that refuses and quotes no price. Intervals are Wilson 95 %.
+"""
 
 from __future__ import annotations
 
