@@ -92,6 +92,9 @@ class Shape(BaseModel):
     follow_up_fakes: float = Field(
         default=0.25, ge=0, le=1, description="Share of follow-ups about a product the shop does not sell."
     )
+    open_fakes: float = Field(
+        default=0.0, ge=0, le=1, description="Share of multi-turn samples opening on a product the shop does not sell."
+    )
     fake_signal: float = Field(
         default=0.5, ge=0, le=1, description="Share of fake-product questions the retriever flags NOT IN CATALOG."
     )

@@ -224,6 +224,12 @@ class Generator:
         turns = [self.rng.choice(ASK).format(name=self._ref(p)), self.persona.answer(p, self.rng)]
         must: list[str] = []
         shape = self.shape
+        if shape.open_fakes and self.rng.random() < shape.open_fakes:
+            # The chat opens on a product the shop does not sell: a near miss of the one the retriever found first
+            # (or, fake_unrelated, a name the block shows nothing like), as a single question is asked.
+            unrelated = self.rng.random() < shape.fake_unrelated
+            fake = self._fake(self.rng.choice(self.pool.subjects) if unrelated else p)
+            turns = [self.rng.choice(ASK).format(name=fake), self.persona.refuse(fake)]
         for _ in range(self.rng.randint(1, shape.follow_ups)):
             roll, other = self.rng.random(), self.rng.choice(facts[1:] if len(facts) > 1 else facts)
             if other is p or (facts[0] is not p and other.id == p.id):

@@ -210,3 +210,14 @@ def test_the_eval_judge(demo_data: Path) -> None:
     haggle = next(s for s in samples if s["kind"] == "negotiation")
     assert judge(haggle, haggle["messages"][-1]["content"], "not in our catalog")[0]
     assert not judge(haggle, f"Deal! {haggle['expect']['must_not'][0]} it is.", "not in our catalog")[0]
+
+
+def test_multi_turn_samples_may_open_on_a_fake() -> None:
+    def first_refusals(open_fakes: float) -> int:
+        shape = build.TRAIN_SHAPE.model_copy(update={"open_fakes": open_fakes})
+        splits, _ = make_dataset(build.training_catalog(), total=60, eval_size=0, seed=2, shape=shape,
+                                 mix=Mix(weights={"multi_turn": 1}))  # fmt: skip
+        return sum("not in our catalog" in s["messages"][2]["content"] for s in splits["train"])
+
+    assert first_refusals(0.0) == 0 and first_refusals(1.0) == 60
+    assert 5 < first_refusals(0.3) < 35
