@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import reconciler
-from server.upstream import ENGINE_RETRY_AFTER_S
+from server.upstream import ENGINE_RETRY_AFTER_S, ShardedTransport
 from tests.conftest import in_process_app
 from tests.stub_upstream import Stub, StubConfig
 
@@ -98,3 +98,14 @@ def test_a_restarted_engine_without_its_adapter_is_a_short_503_not_a_502(
     _error(restoring, 503, "adapter_restoring")
     assert restoring.headers["retry-after"] == str(ENGINE_RETRY_AFTER_S)
     # (An engine that was not down and lacks the adapter stays a 502: tests/test_gateway_api.py.)
+
+
+def test_idle_upstream_connections_expire_before_the_engine_closes_them() -> None:
+    """vLLM serves on uvicorn, which closes a connection idle for `timeout_keep_alive` seconds; the gateway must drop
+    it first, or a request sent as the server closes it fails with a reset (a 502)."""
+    import uvicorn
+
+    server_closes_after = uvicorn.Config(app=Stub().app).timeout_keep_alive
+    for shard in ShardedTransport.sized(256).shards:
+        assert shard._pool._keepalive_expiry is not None
+        assert shard._pool._keepalive_expiry <= server_closes_after / 2
