@@ -8,7 +8,8 @@ For each concurrency it alternates blocks of requests to the three paths, rotati
 machine load falls on all alike, and reports each gateway's added latency (its percentile minus the direct
 percentile), requests per second, CPU seconds per request of the gateway's processes (from /proc, threads and
 children included) and the ratio of lorag's added p99 to LiteLLM's. Both gateways run open (no API keys), with
-LiteLLM's logging at ERROR, so neither pays for an auth check or a log line per request.
+LiteLLM's logging at ERROR, so neither pays for an auth check or a log line per request; lorag's admission
+control is off (LORAG_ADMISSION_MAX_WAIT=0), so both pass on every request.
 """
 
 from __future__ import annotations
@@ -196,8 +197,11 @@ def run(args: argparse.Namespace) -> int:
         lorag = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["lorag"])]
         lorag += ["--upstream-url", stub_url, "--assistants", str(work / "assistants.yaml")]
         lorag += ["--no-access-log", "--log-level", "warning"]
+        # Admission control off: it refuses what it predicts an engine cannot serve in time, and LiteLLM has
+        # nothing like it on by default; this measures what each proxy adds to requests both pass on.
+        lorag_env = {**os.environ, "LORAG_ADMISSION_MAX_WAIT": "0"}
         pids["lorag"] = stack.enter_context(
-            _process(lorag, work / "lorag.log", f"http://{HOST}:{ports['lorag']}/ready")
+            _process(lorag, work / "lorag.log", f"http://{HOST}:{ports['lorag']}/ready", env=lorag_env)
         )
         litellm = [str(args.litellm), "--config", str(work / "litellm.yaml"), "--host", HOST]
         litellm += ["--port", str(ports["litellm"]), "--num_workers", "1"]
