@@ -1,6 +1,6 @@
 """Soak: the gateway under a steady load for minutes with API keys and per-key limits on.
 
-    python -m loadtest.soak --minutes 5 --concurrency 32 --out results/2026-12-02-soak
+    python -m loadtest.soak --minutes 5 --concurrency 32 --out results/2026-12-02-soak   # or: lorag bench soak
 
 It starts the stub upstream (tests/stub_upstream.py) and one gateway (`lorag serve`, access log off) whose keys
 file `lorag keys create` writes: four keys of two tenants, each with limits. The clients are spread over the keys
@@ -171,8 +171,8 @@ def machine() -> dict[str, object]:
     return {"nproc": os.cpu_count(), "cpu": model, "load_average": os.getloadavg()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The soak's options (`python -m loadtest.soak` and `lorag bench soak`)."""
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the measured run")
     parser.add_argument("--concurrency", type=int, default=32, help="clients, spread over the keys in turn")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between one client's requests")
@@ -181,7 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=16, help="completion tokens the stub sends")
     parser.add_argument("--ttft-ms", type=float, default=20.0, help="the stub's time to first token")
     parser.add_argument("--out", type=Path, help="write soak.json and soak.md here")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the soak; 1 when any error was unexpected."""
     python = sys.executable
     specs = keys(args.limited_rpm, streams=args.concurrency)
     clients = [sum(1 for i in range(args.concurrency) if i % len(specs) == k) for k in range(len(specs))]

@@ -10,6 +10,8 @@ from loadtest.guard_cost import add_arguments as guard_cost_arguments
 from loadtest.options import USAGE, add_arguments
 from loadtest.peer import __doc__ as peer_doc
 from loadtest.peer import add_arguments as peer_arguments
+from loadtest.soak import __doc__ as soak_doc
+from loadtest.soak import add_arguments as soak_arguments
 from loadtest.workers import __doc__ as workers_doc
 from loadtest.workers import add_arguments as workers_arguments
 from lorag.catalog import reporting_errors, settings_from, store_args
@@ -37,6 +39,12 @@ def _guard(args: argparse.Namespace) -> int:
 
 def _peer(args: argparse.Namespace) -> int:
     from loadtest.peer import run
+
+    return run(args)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from loadtest.soak import run
 
     return run(args)
 
@@ -120,3 +128,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     workers_arguments(workers)
     workers.set_defaults(func=_workers)
+
+    soak = bench.add_parser(
+        "soak",
+        help="minutes of steady load with API keys and limits on (stub upstream): errors, predicted 429s, RSS, p99",
+        description=soak_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soak_arguments(soak)
+    soak.set_defaults(func=_soak)
