@@ -239,7 +239,8 @@ def test_built_kit_manifest_and_adapters(kit: KitModel) -> None:
         assert [r["step"] for r in rows if r["eval_loss"]] == ["0", "60", "120"]
         card = json.loads((KIT_DIR / "data" / name / "card.json").read_text())
         assert card["persona"] == VOICES[name].model_dump() and card["samples"]["train"] == 240
-        train = [json.loads(line)["messages"] for line in (KIT_DIR / "data" / name / "train.jsonl").open()]
+        lines = (KIT_DIR / "data" / name / "train.jsonl").read_text().splitlines()
+        train = [json.loads(line)["messages"] for line in lines]
         assert train == training_data(VOICES[name], 240)
 
 
