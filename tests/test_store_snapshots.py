@@ -4,6 +4,9 @@ all of them, reads finishing on the old copy, writes refused. Real qdrant-client
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -176,3 +179,29 @@ def test_ensure_published_publishes_what_the_writer_holds_and_fails_while_it_is_
         assert reader.count() == 2
     finally:
         reader.close()
+
+
+def _serve_workers(root: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / "assistants.yaml"
+    manifest.write_text(
+        "base_model: stub-model\nassistants:\n  - {name: shop, adapter: null, retrieval: {enabled: true}}\n"
+    )
+    command = [sys.executable, "-m", "lorag", "serve", "--workers", "2", "--assistants", str(manifest)]
+    command += ["--qdrant-path", str(root), "--port", "1"]  # never bound: refused before uvicorn starts
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_with_workers_refuses_the_edge_store(root: Path, tmp_path: Path) -> None:
+    done = _serve_workers(root, tmp_path, LORAG_STORE="edge")
+    assert done.returncode == 2 and "Qdrant Edge store allows one process" in done.stderr
+
+
+def test_serve_with_workers_waits_for_an_ingest_holding_the_store(root: Path, tmp_path: Path) -> None:
+    client = QdrantClient(path=str(root))  # what a running ingest holds
+    try:
+        CatalogStore(client).ensure_collection(DIM)
+        done = _serve_workers(root, tmp_path)
+    finally:
+        client.close()
+    assert done.returncode == 2 and "wait for the ingest to finish" in done.stderr
+    assert not snapshots.published(root)
