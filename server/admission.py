@@ -21,8 +21,11 @@ from dataclasses import dataclass
 
 # Busy seconds of history the rate is measured over: long enough to span several completions of slow requests.
 WINDOW_S = 60.0
-# Below this much busy time a rate says little (one early completion would read as a huge rate).
+# Below this much busy time a rate says little (one early completion would read as a huge rate)...
 MIN_BUSY_S = 2.0
+# ...unless this many completions were seen in it: a fast engine proves its rate in milliseconds, and refusing it
+# load for its first 2 busy seconds would turn a burst against it into 503s for nothing.
+MIN_COMPLETIONS = 8
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,10 @@ class CompletionRate:
     def per_second(self) -> float | None:
         """The rate, or None until enough busy time has been seen."""
         busy = self.busy_time()
-        if busy < MIN_BUSY_S:
-            return None
         recent = sum(1 for stamp in self._done if stamp >= busy - WINDOW_S)
-        return recent / min(busy, WINDOW_S)
+        if busy < MIN_BUSY_S and recent < MIN_COMPLETIONS:
+            return None
+        return recent / max(min(busy, WINDOW_S), 1e-3)
 
 
 def admits(policy: AdmissionPolicy, outstanding: int, rate: float | None) -> bool:

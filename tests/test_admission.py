@@ -50,6 +50,20 @@ def test_the_rate_counts_busy_time_only() -> None:
     assert rate.per_second() == pytest.approx(1.0)
 
 
+def test_a_fast_engine_has_a_rate_before_two_busy_seconds() -> None:
+    clock = Clock()
+    rate = CompletionRate(clock)
+    rate.started(0)
+    for _ in range(7):  # seven quick answers: not yet evidence
+        clock.now += 0.01
+        rate.finished(1, completed=True)
+    assert rate.per_second() is None
+    clock.now += 0.01
+    rate.finished(1, completed=True)  # the eighth: 8 in 0.08 busy seconds
+    assert rate.per_second() == pytest.approx(100.0)
+    assert admits(AdmissionPolicy(max_wait=20, min_inflight=8), 64, rate.per_second())
+
+
 def test_the_bound_follows_the_estimated_wait() -> None:
     policy = AdmissionPolicy(max_wait=10, min_inflight=2, max_inflight=0)
     assert admits(policy, 1, None) and not admits(policy, 2, None)  # start-up allowance, then nothing unknown
