@@ -90,6 +90,8 @@ class StreamGuard:
         if state.blocked:
             return ""
         text = state.text
+        if not finished and len(text) - self.config.holdback_chars - state.sent < _check_step(len(text)):
+            return ""  # too little new text to release: holding it back a little longer is cheaper than a check
         findings = check(text, self.facts)
         safe = len(text) if finished else _boundary(text, len(text) - self.config.holdback_chars)
         for f in findings:  # never release part of a claim, nor a claim whose end could still grow
@@ -128,6 +130,14 @@ def _shifted(text: str, start: int, end: int, fixes: list[Finding], mark: str) -
 
 def _moved(f: Finding, by: int) -> Finding:
     return replace(f, claim=replace(f.claim, start=f.claim.start + by, end=f.claim.end + by))
+
+
+def _check_step(length: int) -> int:
+    """How much releasable text must pile up before the answer is checked again. Each check reads the whole answer
+    (a price is matched to the product named before it, possibly sentences earlier), so checking on every chunk
+    costs the square of the answer's length; past 256 characters the step grows with the length, which keeps the
+    number of checks logarithmic and holds back at most a sixteenth of the answer more."""
+    return 0 if length < 256 else length // 16
 
 
 def _boundary(text: str, at: int) -> int:

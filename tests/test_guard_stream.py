@@ -84,3 +84,21 @@ def test_thinking_is_relayed_and_never_checked_as_the_answer() -> None:
     thought = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks)
     assert thought == reasoning and "".join(pieces) == "It is $1,299.00."
     assert not guard.verdict.findings and not guard.verdict.blocked
+
+
+def test_a_long_answer_is_not_checked_again_on_every_chunk(monkeypatch: Any) -> None:
+    import server.holdback
+    from server.grounding import check as real
+
+    calls: list[int] = []
+
+    def counting(text: str, facts: Facts) -> Any:
+        calls.append(len(text))
+        return real(text, facts)
+
+    monkeypatch.setattr(server.holdback, "check", counting)
+    text = ("The Vellora Crema V-520 costs $1,299.00 and is in stock (12 units). It grinds evenly. " * 20).strip()
+    pieces, _, _ = _run(text, GuardConfig(policy="correct", holdback_chars=32))
+    assert "".join(pieces) == text
+    # every chunk re-read the whole answer before: ~600 checks of up to 1,700 characters for these ~600 pieces
+    assert len(_tokens(text)) > 500 and len(calls) < 150
