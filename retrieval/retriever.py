@@ -120,16 +120,26 @@ class Retriever:
         if self.parse_prices and question.filters is not None and not question.names_product:
             applied = question.filters.merged(filters)
         dense = self.embedder.embed_query(query)
-        # A few more candidates than asked for, so a named product ranked just below top_k can be promoted.
-        found = self.store.search(
-            dense,
-            lexical.query_vector(query),
-            method=self.fusion,
-            limit=max(top_k, CANDIDATES),
-            prefetch_limit=self.prefetch_limit,
-            filters=applied,
-            with_dense=True,
-        )
+        sparse = lexical.query_vector(query)
+
+        def candidates(where: SearchFilters | None) -> list[StoredHit]:
+            # A few more than asked for, so a named product ranked just below top_k can be promoted.
+            return self.store.search(
+                dense,
+                sparse,
+                method=self.fusion,
+                limit=max(top_k, CANDIDATES),
+                prefetch_limit=self.prefetch_limit,
+                filters=where,
+                with_dense=True,
+            )
+
+        found = candidates(applied)
+        if not found and applied is not filters:
+            # The price written in the question matched nothing (or the catalog lists no prices): the closest
+            # products, shown with their real prices or none, beat calling a product that is there unknown.
+            applied = filters
+            found = candidates(applied)
         hits = [Hit(h.product, h.score, _cosine(dense, h.dense)) for h in found]
         if question.codes:
             hits, unknown, reason = self._by_code(question, hits, filters, top_k)

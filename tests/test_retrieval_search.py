@@ -91,6 +91,22 @@ def test_price_written_in_a_generic_question_filters(retriever: Retriever) -> No
     assert result.hits and all(h.product.price <= 60 for h in result.hits)
 
 
+def test_a_written_price_that_matches_nothing_falls_back_to_the_closest_products(
+    small_store: CatalogStore, embedder: Embedder
+) -> None:
+    # A title-only catalog lists no prices: "under $13" used to filter out every product and flag the need unknown.
+    titles = ["Toddler Sneakers Velcro Strap, Navy", "Baby Girls Soft Sole Sneakers", "Garden Hose 50 ft"]
+    _ingest([Product(id=str(i), name=t) for i, t in enumerate(titles)], small_store, embedder)
+    result = Retriever(small_store, embedder).retrieve("baby sneakers under $13")
+    assert not result.unknown and result.filters is None
+    assert result.hits and result.hits[0].product.name == "Baby Girls Soft Sole Sneakers"
+
+
+def test_nothing_under_a_written_price_shows_the_closest_products(retriever: Retriever) -> None:
+    result = retriever.retrieve("coffee scale under $1", top_k=8)  # nothing that cheap: the closest, unfiltered
+    assert result.filters is None and result.hits and not result.unknown
+
+
 def test_a_named_product_is_never_filtered_out_by_a_written_price(retriever: Retriever) -> None:
     product = max(CATALOG, key=lambda p: p.price)
     result = retriever.retrieve(f"Is the {product.name} under $50?")
