@@ -144,7 +144,7 @@ def test_batches_pair_similar_lengths_in_shuffled_order() -> None:
 
 def test_the_kits_shape_moves_training_answers_not_the_held_out_set() -> None:
     def refusal_share(follow_up_fakes: float) -> float:
-        shape = TRAIN_SHAPE.model_copy(update={"follow_up_fakes": follow_up_fakes})
+        shape = TRAIN_SHAPE.model_copy(update={"follow_up_fakes": follow_up_fakes, "open_fakes": 0.0})
         splits, _ = make_dataset(training_catalog(), total=200, eval_size=0, mix=Mix(weights={"multi_turn": 1}),
                                  persona=VOICES["support-agent"], shape=shape, seed=4)  # fmt: skip
         answers = [m["content"] for s in splits["train"] for m in s["messages"] if m["role"] == "assistant"]
