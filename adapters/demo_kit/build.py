@@ -66,15 +66,12 @@ TRAIN_MIX = Mix(
 # name, half unrelated products: trained on random blocks only, the adapters got 6 % of questions about a product
 # among look-alikes wrong; half brings that to 4 % and keeps the plain held-out score (GPU sweep rounds 9-10,
 # BENCHMARKS.md). Every answer about a product quotes price and stock, so no stock-only follow-ups. Fakes are
-# near misses (another model code) or names nothing in the block resembles, as the held-out set asks them; 30 % of
-# the multi-turn chats open on one: with fakes only as follow-ups, support-agent refused 81 % of held-out fakes,
-# opening on them 100 % (BENCHMARKS.md).
+# near misses (another model code) or names nothing in the block resembles, as the held-out set asks them.
 TRAIN_SHAPE = Shape(
     look_alikes=0.5,
     brandless=0.1,
     follow_up_stock=0.0,
-    follow_up_fakes=0.3,
-    open_fakes=0.3,
+    follow_up_fakes=0.4,
     fake_unrelated=0.5,
 )
 # The demo domain's training pool (brands the demo catalog and the held-out questions never use); a tenth of its
