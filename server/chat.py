@@ -102,7 +102,7 @@ class ChatService:
         retriever: Retriever | None = None,
         retrieval_concurrency: int = 4,
         adapters: AdapterService | None = None,
-        retrieval_timeout: float = 2.0,
+        retrieval_timeout: float = 10.0,
     ) -> None:
         self.registry = registry
         self.pool = pool

@@ -35,7 +35,9 @@ class GatewaySettings(RetrievalSettings):
         default=4, ge=1, description="Retrievals run at once in worker threads (embedding is CPU-bound)."
     )
     retrieval_timeout: float = Field(
-        default=2.0,
+        # Generous on purpose: on a small CPU host the embedding competes with vLLM for the same cores and can take
+        # seconds under load; the deadline exists to cut a hung store loose, not to police a busy machine.
+        default=10.0,
         gt=0,
         description=(
             "Seconds a request may spend on retrieval (waiting for a slot, embedding, the store's search); past it "
