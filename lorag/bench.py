@@ -77,7 +77,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         nargs="?",
         const=ESCI_SAMPLE,
-        help="an ESCI examples-with-products CSV (real Amazon queries, judged); alone: the sample lorag ships",
+        action="append",
+        default=[],
+        help="an ESCI examples-with-products CSV (real Amazon queries, judged); alone: the sample lorag ships; "
+        "repeatable",
+    )
+    ret.add_argument(
+        "--esci-halves",
+        action="store_true",
+        help="with --esci, also each half of its queries' products alone: the other half's must be flagged",
     )
     ret.add_argument(
         "--fusion-grid",

@@ -303,8 +303,11 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
             sets.insert(0, write_beir(queries, catalog, root / "lorag-demo"))
         if args.wands:
             sets.append(wands_to_beir(args.wands, root / "wands"))
-        if args.esci:
-            sets.append(esci_to_beir(args.esci, root / f"esci-{args.esci.stem}"))
+        for n, esci in enumerate(args.esci):
+            name = f"esci{n}-{esci.parent.name}"
+            sets.append(esci_to_beir(esci, root / name))
+            if args.esci_halves:
+                sets += [esci_to_beir(esci, root / f"{name}-half{h}", half=h) for h in (0, 1)]
         for i, path in enumerate(sets):
             dataset = load_beir(path)
             if args.fields != "all":

@@ -111,8 +111,11 @@ def _edits(a: str, b: str) -> int:
 
 
 def _similar(a: str, b: str) -> bool:
-    # One typo ("Velora", "Lmua", "Blt") still names the product; two-letter words must match exactly.
-    return a == b or (min(len(a), len(b)) >= 3 and abs(len(a) - len(b)) <= 1 and _edits(a, b) <= 1)
+    # One typo ("Velora", "Lmua", "Blt") still names the product; two-letter words must match exactly. Typists
+    # rarely miss a word's first letter, and words that differ there are often other words: "toaster", "coaster".
+    if a == b:
+        return True
+    return min(len(a), len(b)) >= 3 and a[0] == b[0] and abs(len(a) - len(b)) <= 1 and _edits(a, b) <= 1
 
 
 def content_words(text: str) -> tuple[str, ...]:
@@ -137,6 +140,12 @@ def covers(words: tuple[str, ...], text: str, name: str | None = None) -> bool:
         if len(word) < 5 or not any(_similar(word, v) for v in fuzzy):
             return False
     return True
+
+
+def shares_word(words: tuple[str, ...], text: str) -> bool:
+    """Whether `text` holds any of `words` (stemmed), a typo allowed in words of five letters or more."""
+    vocabulary = {stem(w.lower()) for w in _WORD.findall(text)}
+    return any(w in vocabulary or (len(w) >= 5 and any(_similar(w, v) for v in vocabulary)) for w in words)
 
 
 def mentions(words: tuple[str, ...], text: str) -> bool:

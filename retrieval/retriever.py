@@ -9,9 +9,13 @@ by Qdrant's Query API. Then the retriever decides whether the question names a p
   must come with the brand or series asked for;
 - a question with brand or series names ("the Aurin Meridian") is about a product we hold only if one of the
   top candidates carries all those names (one typo allowed); those that do are put first;
-- any other question is generic ("a waterproof scale"): it is unknown when it names no category of the top
-  hits and even the best hit is a poor semantic match (dense cosine below a threshold, measured on the
-  labelled demo queries).
+- any other question is generic ("a waterproof scale"): it asks for a kind of product, and the shop lacks that
+  kind only when nothing the search found is called anything like it: no top hit's name holds one of the
+  question's words (one typo allowed in longer words), the question names none of their categories, and even
+  the best hit is a poor semantic match (dense cosine below a threshold). Real shoppers' queries are loose
+  ("cameras without wifi", "herb steeper"): their matches score low on similarity but share a word of their name,
+  while a kind the shop does not sell ("a toaster" in a coffee shop) shares none. Names, not categories: a
+  category's words are shared across kinds ("bread maker" is not a "coffee maker"), a name's are its own.
 
 Price bounds written in a generic question ("under $50") become a filter; a question that names a product is
 never filtered, or "Is the V-520 under $500?" could hide the V-520 and be answered "not in the catalog".
@@ -28,7 +32,7 @@ from retrieval.catalog import Product
 from retrieval.documents import lexical_text, product_codes
 from retrieval.embedder import Embedder
 from retrieval.filters import SearchFilters
-from retrieval.question import Question, content_words, covers, mentions, parse
+from retrieval.question import Question, content_words, covers, mentions, parse, shares_word
 from retrieval.settings import Fusion, RetrievalSettings
 from retrieval.store import CatalogIndex, Method, StoredHit
 
@@ -156,8 +160,14 @@ class Retriever:
             category_named = any(names_category(h.product, words) for h in hits)
             best = max((h.similarity or 0.0 for h in hits), default=0.0)
             # The lexical side first: a misspelt "bath sinnk" has a low similarity but a hit holding its words.
-            unknown = not category_named and best < self.unknown_min_similarity and not self._covered(query, hits)
-            reason = f"best similarity {best:.2f} < {self.unknown_min_similarity:.2f}" if unknown else ""
+            unknown = (
+                not category_named
+                and best < self.unknown_min_similarity
+                and not self._covered(query, hits)
+                and not named_alike(query, hits)
+            )
+            reason = f"no hit named like it and best similarity {best:.2f} < {self.unknown_min_similarity:.2f}"
+            reason = reason if unknown else ""
         return RetrievalResult(hits[:top_k], unknown, reason, applied)
 
     @staticmethod
@@ -196,6 +206,12 @@ def _first(preferred: list[Hit], hits: list[Hit]) -> list[Hit]:
 
 def _name_text(product: Product) -> str:
     return " ".join([product.name, product.category or "", *product.attributes.values()])
+
+
+def named_alike(query: str, hits: list[Hit]) -> bool:
+    """Whether some hit's name holds a content word of the question (see question.shares_word)."""
+    words = content_words(query)
+    return any(shares_word(words, h.product.name) for h in hits)
 
 
 def names_category(product: Product, words: set[str]) -> bool:

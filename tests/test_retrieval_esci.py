@@ -9,7 +9,7 @@ import pytest
 
 from retrieval.beir import load_beir
 from retrieval.catalog import Product
-from retrieval.esci import GRADES, SAMPLE, esci_to_beir
+from retrieval.esci import GRADES, HELDOUT, SAMPLE, esci_to_beir
 from retrieval.fields import field_variant
 from retrieval.fusion import dbsf_normalise, sparse_first, weighted_dbsf
 
@@ -28,6 +28,31 @@ def test_sample_converts_with_grades_and_unknown_marks(tmp_path: Path) -> None:
         assert dataset.query_meta[qid] == ({"unknown": False} if row["esci_label"] == "Exact" else {})
     exact = sum(1 for r in rows if r["esci_label"] == "Exact")
     assert sum("unknown" in m for m in dataset.query_meta.values()) == exact == 138
+
+
+def test_halves_turn_the_left_out_queries_into_real_questions_about_missing_products(tmp_path: Path) -> None:
+    path = tmp_path / "esci.csv"
+    head = "query,query_id,product_id,product_locale,esci_label,product_title\n"
+    rows = ["kettle,1,P1,us,E,Steel Kettle", "kettle,1,P2,us,E,Glass Kettle", "mug,2,P3,us,E,Blue Mug"]
+    rows += ["mug,2,P1,us,I,Steel Kettle", "tray,3,P4,us,S,Oak Tray"]
+    path.write_text(head + "\n".join(rows) + "\n")
+    even = load_beir(esci_to_beir(path, tmp_path / "h0", half=0))
+    # Queries 1 and 3 are kept with every product judged for them; query 2's Exact product went with its half.
+    assert sorted(p.id for p in even.products) == ["P1", "P2", "P4"]
+    assert even.query_meta == {"1": {"unknown": False}, "2": {"unknown": True}, "3": {}}
+    assert even.qrels == {"1": {"P1": 3, "P2": 3}, "2": {"P1": 0}, "3": {"P4": 2}}
+    odd = load_beir(esci_to_beir(path, tmp_path / "h1", half=1))
+    assert sorted(p.id for p in odd.products) == ["P1", "P3"]
+    assert odd.query_meta == {"1": {"unknown": False}, "2": {"unknown": False}, "3": {}}
+
+
+def test_heldout_extract_reads_one_letter_labels_and_shares_nothing_with_the_sample(tmp_path: Path) -> None:
+    heldout = load_beir(esci_to_beir(HELDOUT, tmp_path / "heldout"))
+    sample = load_beir(esci_to_beir(SAMPLE, tmp_path / "sample"))
+    assert (len(heldout.products), len(heldout.queries)) == (485, 50)
+    assert all(m == {"unknown": False} for m in heldout.query_meta.values())  # every row is an Exact match
+    assert not set(heldout.queries.values()) & set(sample.queries.values())
+    assert not {p.id for p in heldout.products} & {p.id for p in sample.products}
 
 
 def test_sample_products_keep_text_without_markup(tmp_path: Path) -> None:

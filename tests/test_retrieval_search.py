@@ -102,6 +102,32 @@ def test_a_written_price_that_matches_nothing_falls_back_to_the_closest_products
     assert result.hits and result.hits[0].product.name == "Baby Girls Soft Sole Sneakers"
 
 
+def test_loose_real_queries_find_their_titles_and_an_unsold_kind_is_signalled(
+    small_store: CatalogStore, embedder: Embedder
+) -> None:
+    # Real titles and queries (ESCI): the matches score under the similarity threshold but share a word of their
+    # name; "toaster" shares none and is flagged. A word shared only with a category proves nothing: see below.
+    titles = [
+        "Spy Camera - Hidden Camera - USB Charger - Surveillance Camera - Full HD 1080p",
+        "GROSCHE Aberdeen PERFECT TEA MAKER Tea pot with coaster, Tea Steeper, Easy Tea Infuser",
+        "ZIZZON Professional Nail Care kit Manicure Grooming Set with Travel Case (Rose Gold)",
+    ]
+    _ingest([Product(id=str(i), name=t) for i, t in enumerate(titles)], small_store, embedder)
+    retriever = Retriever(small_store, embedder)
+    for query, title in [("cameras without wifi", 0), ("herb steeper", 1), ("mini manicure set", 2)]:
+        result = retriever.retrieve(query)
+        assert not result.unknown, (query, result.reason)
+        assert result.hits[0].product.name == titles[title]
+    toaster = retriever.retrieve("Do you sell a toaster?")
+    assert toaster.unknown and "no hit named like it" in toaster.reason
+
+
+def test_a_kind_sharing_only_a_category_word_is_signalled(retriever: Retriever) -> None:
+    # The demo's names carry brand, series and code; its kinds are categories. "bread maker" shares "maker" with
+    # the coffee makers' category, not with any name: still not sold.
+    assert retriever.retrieve("bread maker").unknown
+
+
 def test_nothing_under_a_written_price_shows_the_closest_products(retriever: Retriever) -> None:
     result = retriever.retrieve("coffee scale under $1", top_k=8)  # nothing that cheap: the closest, unfiltered
     assert result.filters is None and result.hits and not result.unknown
