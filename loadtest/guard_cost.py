@@ -33,10 +33,11 @@ from typing import Any
 
 import httpx
 
+from loadtest import stubrun
 from loadtest.driver import Load, Target, block
-from loadtest.overhead import HOST, STUB_MODEL, _free_port, _process, percentile, stub_command
 from loadtest.record import RequestRecord
 from loadtest.scenario import RequestSpec
+from loadtest.stubrun import HOST, STUB_MODEL, percentile, stub_command
 from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
 from retrieval.facts import format_price, format_stock
@@ -161,16 +162,16 @@ def run(args: argparse.Namespace) -> int:
         qdrant = work / "qdrant"
         ingest = [python, "-m", "lorag", "catalog", "ingest", str(catalog), "--qdrant-path", str(qdrant), "--quiet"]
         subprocess.run(ingest, check=True, stdout=subprocess.DEVNULL)
-        ports = {"stub": _free_port(), "gateway": _free_port()}
+        ports = {"stub": stubrun.free_port(), "gateway": stubrun.free_port()}
         stub = [*stub_command(python), "--port", str(ports["stub"]), "--model", STUB_MODEL, "--answer", answer]
         stub += ["--ttft-ms", str(args.ttft_ms), "--tokens-per-s", str(args.tokens_per_s)]
         stub_url, url = f"http://{HOST}:{ports['stub']}", f"http://{HOST}:{ports['gateway']}"
-        stack.enter_context(_process(stub, work / "stub.log", f"{stub_url}/health"))
+        stack.enter_context(stubrun.process(stub, work / "stub.log", f"{stub_url}/health"))
         gateway = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["gateway"])]
         gateway += ["--upstream-url", stub_url, "--assistants", str(work / "assistants.yaml")]
         gateway += ["--qdrant-path", str(qdrant), "--no-access-log", "--log-level", "warning"]
         env = {**os.environ, "LORAG_EMBEDDING_THREADS": "1", "LORAG_STATE_FILE": str(work / "adapters.json")}
-        stack.enter_context(_process(gateway, work / "gateway.log", f"{url}/ready", env=env))
+        stack.enter_context(stubrun.process(gateway, work / "gateway.log", f"{url}/ready", env=env))
         for policy in POLICIES:
             text, grounding = asyncio.run(read_whole(url, f"guard-{policy}", question))
             verdict = (grounding or {}).get("verdict")

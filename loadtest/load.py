@@ -6,7 +6,6 @@ The options and their help are in loadtest/options.py; `python -m loadtest.load`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
@@ -25,6 +24,7 @@ from loadtest.options import USAGE, add_arguments
 from loadtest.record import RequestRecord
 from loadtest.report import level_result, markdown, plots
 from loadtest.scenario import Scenario, ScenarioError, load_scenario, load_scenarios
+from loadtest.stubrun import runner
 
 
 def direct_models(scenario: Scenario, given: dict[str, str] | None, gateway_url: str | None) -> dict[str, str]:
@@ -90,8 +90,8 @@ def measure(args: argparse.Namespace, scenario: Scenario, targets: list[Target])
             scenario, targets, load, count, args.duration, rounds, args.warmup, args.timeout, progress, args.seed
         )
         try:
-            with _runner() as runner:
-                measured = runner.run(level_run)
+            with runner() as loop_runner:
+                measured = loop_runner.run(level_run)
         finally:
             progress.bar.close()
         results.append(level_result(load, measured, slo, args.gpu_price_per_hour, args.traffic_per_day))
@@ -115,15 +115,6 @@ def measure(args: argparse.Namespace, scenario: Scenario, targets: list[Target])
     if args.spawn_stub:
         run_info["stub"] = dataclasses.asdict(StubTiming(args.stub_ttft_ms, args.stub_tokens_per_s, args.stub_tokens))
     return {"run": run_info, "levels": results}
-
-
-def _runner() -> asyncio.Runner:
-    # uvloop, when installed, keeps the load generator's own CPU cost down.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def _targets(

@@ -16,8 +16,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.overhead import HOST, STUB_MODEL, _free_port, _process, stub_command
+from loadtest import stubrun
 from loadtest.scenario import Scenario
+from loadtest.stubrun import HOST, STUB_MODEL, stub_command
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ def local_stack(scenario: Scenario, timing: StubTiming, log_dir: Path | None = N
             catalog = write_demo_catalog(work / "catalog.jsonl")
             ingest = [python, "-m", "lorag", "catalog", "ingest", str(catalog), "--qdrant-path", str(qdrant)]
             subprocess.run([*ingest, "--quiet"], check=True, stdout=subprocess.DEVNULL)
-        ports = {"direct": _free_port(), "gateway": _free_port()}
+        ports = {"direct": stubrun.free_port(), "gateway": stubrun.free_port()}
         stub = [*stub_command(python), "--port", str(ports["direct"]), "--model", STUB_MODEL]
         stub += ["--ttft-ms", str(timing.ttft_ms), "--tokens-per-s", str(timing.tokens_per_s)]
         stub += ["--tokens", str(timing.tokens)]
         for a in scenario.assistants:
             stub += ["--adapter", a.name]
         direct_url = f"http://{HOST}:{ports['direct']}"
-        pids = {"direct": stack.enter_context(_process(stub, logs / "stub.log", f"{direct_url}/health"))}
+        pids = {"direct": stack.enter_context(stubrun.process(stub, logs / "stub.log", f"{direct_url}/health"))}
         gateway_url = f"http://{HOST}:{ports['gateway']}"
         gateway = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["gateway"])]
         gateway += ["--upstream-url", direct_url, "--assistants", str(work / "assistants.yaml")]
@@ -81,5 +82,5 @@ def local_stack(scenario: Scenario, timing: StubTiming, log_dir: Path | None = N
         # leaves the CPU to the servers.
         env = {"LORAG_EMBEDDING_THREADS": "1", **os.environ, "LORAG_STATE_FILE": str(work / "adapters.json")}
         ready = f"{gateway_url}/ready"
-        pids["gateway"] = stack.enter_context(_process(gateway, logs / "gateway.log", ready, env=env))
+        pids["gateway"] = stack.enter_context(stubrun.process(gateway, logs / "gateway.log", ready, env=env))
         yield LocalStack(gateway_url, direct_url, pids)

@@ -26,21 +26,9 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadtest import stubrun
 from loadtest.http1 import Connection
-from loadtest.overhead import (
-    HOST,
-    STUB_MODEL,
-    Samples,
-    _block,
-    _bodies,
-    _free_port,
-    _process,
-    _questions,
-    _runner,
-    manifest,
-    percentile,
-    stub_command,
-)
+from loadtest.stubrun import HOST, STUB_MODEL, Samples, manifest, percentile, stub_command
 
 PATHS = ("direct", "lorag", "litellm")
 GATEWAYS = ("lorag", "litellm")
@@ -95,18 +83,18 @@ async def run_case(
 ) -> dict[str, Samples]:
     """One concurrency: warm-up, then `rounds` rotating blocks per path."""
     models = {"direct": STUB_MODEL, "lorag": "bench-off", "litellm": STUB_MODEL}
-    questions = _questions()
+    questions = stubrun.questions()
     pools = {path: [Connection(HOST, ports[path]) for _ in range(concurrency)] for path in PATHS}
-    bodies = {path: _bodies(models[path], stream, questions, args.tokens) for path in PATHS}
+    bodies = {path: stubrun.bodies(models[path], stream, questions, args.tokens) for path in PATHS}
     samples = {path: Samples() for path in PATHS}
     per_block = max(concurrency, args.requests // args.rounds)
     try:
         for path in PATHS:
-            await _block(pools[path], bodies[path], min(per_block, 4 * concurrency + 20), stream, None)
+            await stubrun.block(pools[path], bodies[path], min(per_block, 4 * concurrency + 20), stream, None)
         for i in range(args.rounds):
             for path in _order(i):
                 before = tree_cpu_seconds(pids[path])
-                await _block(pools[path], bodies[path], per_block, stream, samples[path])
+                await stubrun.block(pools[path], bodies[path], per_block, stream, samples[path])
                 after = tree_cpu_seconds(pids[path])
                 if before is not None and after is not None:
                     samples[path].cpu = (samples[path].cpu or 0.0) + after - before
@@ -183,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(args.litellm, os.X_OK):
         print(f"not an executable: {args.litellm} (install litellm[proxy] in a virtualenv of its own)", file=sys.stderr)
         return 2
-    ports = {path: _free_port() for path in PATHS}
+    ports = {path: stubrun.free_port() for path in PATHS}
     python = sys.executable
     rows: list[dict[str, object]] = []
     stub_url = f"http://{HOST}:{ports['direct']}"
@@ -193,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         (work / "litellm.yaml").write_text(litellm_config(stub_url))
         stub = [*stub_command(python), "--port", str(ports["direct"]), "--model", STUB_MODEL]
         stub += ["--tokens", str(args.tokens)]
-        pids = {"direct": stack.enter_context(_process(stub, work / "stub.log", f"{stub_url}/health"))}
+        pids = {"direct": stack.enter_context(stubrun.process(stub, work / "stub.log", f"{stub_url}/health"))}
         lorag = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["lorag"])]
         lorag += ["--upstream-url", stub_url, "--assistants", str(work / "assistants.yaml")]
         lorag += ["--no-access-log", "--log-level", "warning"]
@@ -201,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         # nothing like it on by default; this measures what each proxy adds to requests both pass on.
         lorag_env = {**os.environ, "LORAG_ADMISSION_MAX_WAIT": "0"}
         pids["lorag"] = stack.enter_context(
-            _process(lorag, work / "lorag.log", f"http://{HOST}:{ports['lorag']}/ready", env=lorag_env)
+            stubrun.process(lorag, work / "lorag.log", f"http://{HOST}:{ports['lorag']}/ready", env=lorag_env)
         )
         litellm = [str(args.litellm), "--config", str(work / "litellm.yaml"), "--host", HOST]
         litellm += ["--port", str(ports["litellm"]), "--num_workers", "1"]
@@ -209,11 +197,13 @@ def run(args: argparse.Namespace) -> int:
         # open here too, so neither checks a key.
         env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
         pids["litellm"] = stack.enter_context(
-            _process(litellm, work / "litellm.log", f"http://{HOST}:{ports['litellm']}/health/liveliness", env=env)
+            stubrun.process(
+                litellm, work / "litellm.log", f"http://{HOST}:{ports['litellm']}/health/liveliness", env=env
+            )
         )
         for stream in [s == "yes" for s in args.stream.split(",")]:
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                with _runner() as runner:
+                with stubrun.runner() as runner:
                     samples = runner.run(run_case(ports, pids, concurrency, stream, args))
                 rows.append(summarise({"concurrency": concurrency, "stream": stream}, samples))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadtest import stubrun
 from loadtest.http1 import Answer, Connection
-from loadtest.overhead import HOST, STUB_MODEL, _free_port, _process, stub_command
 from loadtest.soak_report import KeySpec, Record, classify, markdown, offered_per_minute, report
+from loadtest.stubrun import HOST, STUB_MODEL, stub_command
 
 ASSISTANTS = ("soak-a", "soak-b", "soak-c")
 CHAT = "/v1/chat/completions"
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     clients = [sum(1 for i in range(args.concurrency) if i % len(specs) == k) for k in range(len(specs))]
     # A 429 is expected only from a key whose clients can send more than its requests per minute.
     limited = {k for k, s in enumerate(specs) if s.rpm and offered_per_minute(clients[k], args.interval) > s.rpm}
-    ports = {"stub": _free_port(), "gateway": _free_port()}
+    ports = {"stub": stubrun.free_port(), "gateway": stubrun.free_port()}
     started = datetime.now(UTC)
     before = machine()
     with tempfile.TemporaryDirectory(prefix="lorag-soak-") as tmp, ExitStack() as stack:
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         tokens = create_keys(python, work / "keys.json", specs)
         stub = [*stub_command(python), "--port", str(ports["stub"]), "--model", STUB_MODEL]
         stub += ["--tokens", str(args.tokens), "--ttft-ms", str(args.ttft_ms)]
-        stack.enter_context(_process(stub, work / "stub.log", f"http://{HOST}:{ports['stub']}/health"))
+        stack.enter_context(stubrun.process(stub, work / "stub.log", f"http://{HOST}:{ports['stub']}/health"))
         gateway = [python, "-m", "lorag", "serve", "--host", HOST, "--port", str(ports["gateway"])]
         gateway += ["--upstream-url", f"http://{HOST}:{ports['stub']}", "--assistants", str(work / "assistants.yaml")]
         gateway += ["--no-access-log", "--log-level", "warning"]
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         }
         env.pop("LORAG_ADMIN_KEY", None)
         pid = stack.enter_context(
-            _process(gateway, work / "gateway.log", f"http://{HOST}:{ports['gateway']}/ready", env=env)
+            stubrun.process(gateway, work / "gateway.log", f"http://{HOST}:{ports['gateway']}/ready", env=env)
         )
         load = Load(specs, tokens, ports["gateway"], args.interval, args.tokens, limited)
         records, rss = asyncio.run(soak(load, pid, args))

@@ -29,22 +29,10 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadtest import stubrun
 from loadtest.http1 import Connection
-from loadtest.overhead import (
-    HOST,
-    STUB_MODEL,
-    Samples,
-    _block,
-    _bodies,
-    _free_port,
-    _process,
-    _questions,
-    _runner,
-    manifest,
-    percentile,
-    stub_command,
-)
 from loadtest.peer import tree_cpu_seconds
+from loadtest.stubrun import HOST, STUB_MODEL, Samples, manifest, percentile, stub_command
 
 STARTED = "Application startup complete."
 
@@ -90,12 +78,12 @@ async def measure(port: int, pid: int, concurrency: int, requests: int, warmup: 
     """Warm-up, then `requests` retrieving requests at `concurrency`, non-streamed; CPU of `pid`'s tree in
     the measured part."""
     pool = [Connection(HOST, port) for _ in range(concurrency)]
-    bodies = _bodies("bench-on", False, _questions(), 16)
+    bodies = stubrun.bodies("bench-on", False, stubrun.questions(), 16)
     samples = Samples()
     try:
-        await _block(pool, bodies, warmup, False, None)
+        await stubrun.block(pool, bodies, warmup, False, None)
         before = tree_cpu_seconds(pid)
-        await _block(pool, bodies, requests, False, samples)
+        await stubrun.block(pool, bodies, requests, False, samples)
         after = tree_cpu_seconds(pid)
         if before is not None and after is not None:
             samples.cpu = after - before
@@ -239,19 +227,19 @@ def run(args: argparse.Namespace) -> int:
         catalog = write_demo_catalog(work / "catalog.jsonl")
         ingest = [python, "-m", "lorag", "catalog", "ingest", str(catalog), "--qdrant-path", str(store), "--quiet"]
         subprocess.run(ingest, check=True, stdout=subprocess.DEVNULL, env=_env())
-        stub_port = _free_port()
+        stub_port = stubrun.free_port()
         stub = [*stub_command(python), "--port", str(stub_port), "--model", STUB_MODEL, "--tokens", "16"]
-        stack.enter_context(_process(stub, work / "stub.log", f"http://{HOST}:{stub_port}/health"))
+        stack.enter_context(stubrun.process(stub, work / "stub.log", f"http://{HOST}:{stub_port}/health"))
         for workers in [int(w) for w in args.workers.split(",")]:
-            port = _free_port()
+            port = stubrun.free_port()
             log = work / f"gateway-{workers}.log"
             serve = [python, "-m", "lorag", "serve", "--workers", str(workers), "--host", HOST, "--port", str(port)]
             serve += ["--upstream-url", f"http://{HOST}:{stub_port}", "--assistants", str(work / "assistants.yaml")]
             serve += ["--qdrant-path", str(store), "--no-access-log", "--log-level", "info"]
             env = _env(LORAG_EMBEDDING_THREADS=str(args.embedding_threads))
-            with _process(serve, log, f"http://{HOST}:{port}/ready", timeout=600, env=env) as pid:
+            with stubrun.process(serve, log, f"http://{HOST}:{port}/ready", timeout=600, env=env) as pid:
                 _wait_started(log, workers)
-                with _runner() as runner:
+                with stubrun.runner() as runner:
                     samples = runner.run(measure(port, pid, args.concurrency, args.requests, args.warmup))
                 # One worker is served in-process by `lorag serve` itself; several are its children.
                 serving = worker_pids(pid) if workers > 1 else [pid]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from loadtest import peer
-from loadtest.overhead import Samples
+from loadtest.stubrun import Samples
 
 
 def test_stat_ticks_reads_utime_and_stime_past_a_command_name_with_spaces_and_parentheses() -> None:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from loadtest import workers
-from loadtest.overhead import Samples
+from loadtest.stubrun import Samples
 
 
 def test_summarise_rate_percentiles_retrieval_and_cpu_per_request() -> None:
