@@ -65,6 +65,7 @@ class UnknownCase:
     best_similarity: float
     names_category: bool  # a generic question naming a top hit's category is never unknown
     covered: bool = False  # a top hit holds every content word of the question (the lexical check)
+    text: str = ""  # the question, to read what was flagged or missed
 
 
 def _open_store(
@@ -159,7 +160,8 @@ def _unknown_case(retriever: Retriever, text: str, truth: bool) -> UnknownCase:
     best = max((h.similarity or 0.0 for h in result.hits), default=0.0)
     words = set(lexical.tokenize(text))
     category_named = any(names_category(h.product, words) for h in result.hits)
-    return UnknownCase(truth, result.unknown, path, best, category_named, Retriever._covered(text, result.hits))
+    covered = Retriever._covered(text, result.hits)
+    return UnknownCase(truth, result.unknown, path, best, category_named, covered, text)
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:
