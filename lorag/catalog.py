@@ -1,4 +1,4 @@
-"""`lorag catalog ingest|search|distill-embedder`; heavy imports happen inside the handlers."""
+"""`lorag catalog ingest|search|distill-embedder|distill-reranker`; heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -140,6 +140,20 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_reranker(args: argparse.Namespace) -> int:
+    from retrieval.rerank import distill_reranker
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report = distill_reranker(
+        args.out, seeds=seeds, layers=args.layers, epochs=args.epochs, max_length=args.max_length, lr=args.lr
+    )
+    print(
+        f"reranker written to {report.out}: {report.layers} layers, {report.parameters:,} parameters, "
+        f"{report.pairs} pairs ({report.positives} positive), {report.steps} steps in {report.seconds:.0f} s"
+    )
+    return 0
+
+
 def reporting_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Store and model failures become one line on stderr and exit status 2, not a traceback."""
 
@@ -166,7 +180,7 @@ def store_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `catalog ingest|search|distill-embedder` to the lorag command line."""
+    """Add `catalog ingest|search|distill-embedder|distill-reranker` to the lorag command line."""
     catalog = sub.add_parser("catalog", help="load and search the product catalog").add_subparsers(
         dest="catalog_command", required=True
     )
@@ -205,3 +219,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     distill.add_argument("--source", default="all-MiniLM-L6-v2", help="model name or directory to distil")
     distill.add_argument("--dims", type=int, default=256, help="vector size after PCA")
     distill.set_defaults(func=reporting_errors(_distill))
+
+    rerank = catalog.add_parser(
+        "distill-reranker", help="train a small cross-encoder reranker from MiniLM on generated training-pool data"
+    )
+    rerank.add_argument("--out", type=Path, default=Path("build/reranker/minilm-l2"))
+    rerank.add_argument("--layers", type=int, default=2, help="MiniLM layers kept (cost grows with them)")
+    rerank.add_argument("--epochs", type=int, default=1)
+    rerank.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (linear decay after warm-up)")
+    rerank.add_argument("--max-length", type=int, default=48, help="word pieces per (question, product) pair")
+    rerank.add_argument("--seeds", default="101,102,103", help="one generated training catalog per seed")
+    rerank.set_defaults(func=reporting_errors(_distill_reranker))
