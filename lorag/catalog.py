@@ -223,10 +223,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rerank = catalog.add_parser(
         "distill-reranker", help="train a small cross-encoder reranker from MiniLM on generated training-pool data"
     )
-    rerank.add_argument("--out", type=Path, default=Path("build/reranker/minilm-l2"))
-    rerank.add_argument("--layers", type=int, default=2, help="MiniLM layers kept (cost grows with them)")
-    rerank.add_argument("--epochs", type=int, default=1)
-    rerank.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (linear decay after warm-up)")
-    rerank.add_argument("--max-length", type=int, default=48, help="word pieces per (question, product) pair")
+    rerank.add_argument("--out", type=Path, default=Path("build/reranker/minilm-l1"))
+    rerank.add_argument("--layers", type=int, default=1, help="MiniLM layers kept (cost grows with them)")
+    rerank.add_argument("--epochs", type=int, default=4)
+    rerank.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (linear decay after warm-up)")
+    rerank.add_argument("--max-length", type=int, default=32, help="word pieces per (question, product) pair")
     rerank.add_argument("--seeds", default="101,102,103", help="one generated training catalog per seed")
     rerank.set_defaults(func=reporting_errors(_distill_reranker))
