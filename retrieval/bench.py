@@ -11,7 +11,6 @@ import json
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,14 +27,14 @@ from retrieval.embedder import Embedder
 from retrieval.esci import esci_to_beir
 from retrieval.fields import field_variant
 from retrieval.fusion import sparse_first, weighted_dbsf
-from retrieval.ingest import IngestReport, ingest
+from retrieval.ingest import IngestReport, filled_store, ingest
 from retrieval.loaders import Row
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.question import parse
 from retrieval.retriever import Retriever, names_category
 from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
-from retrieval.store import METHODS, CatalogIndex, open_store
+from retrieval.store import METHODS, CatalogIndex
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
@@ -71,14 +70,8 @@ class UnknownCase:
 def _open_store(
     products: Sequence[Product], embedder: Embedder, root: Path, backend: StoreKind
 ) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
-    """A fresh store under `root` holding `products`, a function closing it, and the ingest report."""
-    # Always embedded at `root`, whatever LORAG_QDRANT_URL says: the benchmark measures the in-process stores.
-    store, close = open_store(RetrievalSettings(qdrant_url=None, qdrant_path=root, store=backend))
-    rows = (Row(i + 1, p) for i, p in enumerate(products))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Local mode is not recommended")
-        report = ingest(rows, store, embedder, progress=True, total=len(products))
-    return store, close, report
+    """A fresh store under `root` holding `products` (with a progress bar), a function closing it, the report."""
+    return filled_store(products, embedder, root, backend, progress=True)
 
 
 def fusion_methods(grid: bool) -> tuple[str, ...]:

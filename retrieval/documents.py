@@ -26,7 +26,8 @@ DESCRIPTION_HEAD_CHARS = 240
 CODE = re.compile(r"\b[A-Za-z]{1,4}-?\d{2,6}[A-Za-z]?\b")
 
 
-def _head(text: str, limit: int) -> str:
+def text_head(text: str, limit: int) -> str:
+    """The first `limit` characters of `text`, cut at a space."""
     if len(text) <= limit:
         return text
     cut = text[:limit]
@@ -36,7 +37,7 @@ def _head(text: str, limit: int) -> str:
 def dense_text(product: Product) -> str:
     """The text embedded for a product (see the module docstring for why these fields)."""
     attrs = "; ".join(f"{k}: {v}" for k, v in list(product.attributes.items())[:DENSE_ATTRIBUTES])
-    parts = [product.name, product.category or "", attrs, _head(product.description, DESCRIPTION_HEAD_CHARS)]
+    parts = [product.name, product.category or "", attrs, text_head(product.description, DESCRIPTION_HEAD_CHARS)]
     return ". ".join(p for p in parts if p)
 
 

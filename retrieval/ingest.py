@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -20,7 +22,8 @@ from retrieval.catalog import Product, content_hash
 from retrieval.documents import INDEX_VERSION, dense_text, lexical_text
 from retrieval.embedder import Embedder
 from retrieval.loaders import Row, RowError
-from retrieval.store import CatalogIndex, PointData, point_id
+from retrieval.settings import RetrievalSettings, StoreKind
+from retrieval.store import CatalogIndex, PointData, open_store, point_id
 
 DEFAULT_BATCH = 256
 
@@ -143,3 +146,16 @@ def _write(
         else:
             report.added += 1
     pending.clear()
+
+
+def filled_store(
+    products: Sequence[Product], embedder: Embedder, root: Path, backend: StoreKind = "qdrant", progress: bool = False
+) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
+    """A fresh embedded store under `root` holding `products`, a function closing it, and the ingest report (what
+    benchmarks and the reranker's training measure on, whatever LORAG_QDRANT_URL says)."""
+    store, close = open_store(RetrievalSettings(qdrant_url=None, qdrant_path=root, store=backend))
+    rows = (Row(i + 1, p) for i, p in enumerate(products))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Local mode is not recommended")
+        report = ingest(rows, store, embedder, progress=progress, total=len(products))
+    return store, close, report

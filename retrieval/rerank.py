@@ -17,7 +17,6 @@ import json
 import random
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,23 +24,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrieval.catalog import Product
-from retrieval.documents import DENSE_ATTRIBUTES
+from retrieval.documents import DENSE_ATTRIBUTES, text_head
 
 if TYPE_CHECKING:
     from retrieval.embedder import Embedder
     from retrieval.retriever import Hit, Retriever
 
 CONFIG = "rerank.json"  # beside the weights: the text length the model was trained with
-MAX_LENGTH = 48  # word pieces per pair: cost grows with it (loadtest.rerank_bench --sweep)
+# The measured settings (BENCHMARKS.md): the most that fits 15 ms per 10 candidates on a CPU thread.
+MAX_LENGTH = 32  # word pieces per pair: cost grows with it (loadtest.rerank_bench --sweep)
+LAYERS = 1
+EPOCHS = 4
+LR = 3e-4
 DESCRIPTION_CHARS = 160
-
-
-def _head(text: str, limit: int) -> str:
-    """The first `limit` characters of `text`, cut at a space."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    return cut[: cut.rfind(" ")] if " " in cut else cut
 
 
 class RerankerError(RuntimeError):
@@ -59,7 +54,7 @@ def rerank_text(product: Product) -> str:
         f"{product.name} ({product.id})",
         product.category or "",
         attrs,
-        _head(product.description, DESCRIPTION_CHARS),
+        text_head(product.description, DESCRIPTION_CHARS),
     ]
     return ". ".join(p for p in parts if p)
 
@@ -155,20 +150,14 @@ class Reranker:
 @contextmanager
 def retriever_over(products: Sequence[Product], embedder: Embedder) -> Iterator[Retriever]:
     """A Retriever (default settings) over a fresh local store holding `products`, removed afterwards."""
-    from retrieval.ingest import ingest
-    from retrieval.loaders import Row
+    from retrieval.ingest import filled_store
     from retrieval.retriever import Retriever
     from retrieval.settings import RetrievalSettings
-    from retrieval.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="lorag-rerank-") as tmp:
-        settings = RetrievalSettings(qdrant_url=None, qdrant_path=Path(tmp))
-        store, close = open_store(settings)
+        store, close, _ = filled_store(products, embedder, Path(tmp))
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Local mode is not recommended")
-                ingest((Row(i + 1, p) for i, p in enumerate(products)), store, embedder, progress=False)
-            yield Retriever.from_settings(settings, store, embedder)
+            yield Retriever.from_settings(RetrievalSettings(), store, embedder)
         finally:
             close()
 
@@ -236,10 +225,10 @@ def train(
     out: Path,
     *,
     source: str = "all-MiniLM-L6-v2",
-    layers: int = 2,
-    epochs: int = 1,
+    layers: int = LAYERS,
+    epochs: int = EPOCHS,
     batch_size: int = 32,
-    lr: float = 1e-4,
+    lr: float = LR,
     max_length: int = MAX_LENGTH,
     seed: int = 0,
     max_steps: int | None = None,
@@ -322,10 +311,10 @@ def distill_reranker(
     *,
     embedder: Embedder | None = None,
     seeds: Sequence[int] = (101, 102, 103),
-    layers: int = 2,
-    epochs: int = 1,
+    layers: int = LAYERS,
+    epochs: int = EPOCHS,
     max_length: int = MAX_LENGTH,
-    lr: float = 1e-4,
+    lr: float = LR,
 ) -> TrainReport:
     """Training pairs from the demo domain's training pool (one catalog per seed), then train() on them."""
     from retrieval.embedder import Embedder
