@@ -30,14 +30,13 @@ from retrieval.fusion import sparse_first, weighted_dbsf
 from retrieval.ingest import IngestReport, filled_store, ingest
 from retrieval.loaders import Row
 from retrieval.queries import labelled_queries, write_beir
-from retrieval.question import parse
-from retrieval.retriever import Retriever, names_category
+from retrieval.retriever import Retriever
 from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
 from retrieval.store import METHODS, CatalogIndex
+from retrieval.unknown_eval import unknown_case, unknown_table
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
-THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55)
 # Dense weights of the client-side DBSF measured by --fusion-grid (0.5 ranks as the store's DBSF).
 DENSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SPARSE_FIRST = "sparse-first"
@@ -52,19 +51,6 @@ class MethodScores:
     recall100: list[float] = field(default_factory=list)
     mrr10: list[float] = field(default_factory=list)
     by_kind: dict[str, list[float]] = field(default_factory=dict)
-
-
-@dataclass
-class UnknownCase:
-    """One query's truth and the retriever's verdict, with what the verdict rested on."""
-
-    truth: bool
-    predicted: bool
-    path: str  # code, name or generic
-    best_similarity: float
-    names_category: bool  # a generic question naming a top hit's category is never unknown
-    covered: bool = False  # a top hit holds every content word of the question (the lexical check)
-    text: str = ""  # the question, to read what was flagged or missed
 
 
 def _open_store(
@@ -122,7 +108,7 @@ def evaluate(
             result = retriever.retrieve(text, top_k=100)
             _score(scores[PIPELINE], [h.product.id for h in result.hits], rel, kind)
         unknown = [
-            _unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]))
+            unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]), _judged(dataset, q))
             for q, meta in dataset.query_meta.items()
             if "unknown" in meta
         ]
@@ -146,15 +132,12 @@ def _score(target: MethodScores, ranked: list[str], rel: dict[str, int], kind: s
     target.by_kind.setdefault(kind, []).append(target.ndcg10[-1])
 
 
-def _unknown_case(retriever: Retriever, text: str, truth: bool) -> UnknownCase:
-    result = retriever.retrieve(text)
-    question = parse(text)
-    path = "code" if question.codes else "name" if question.names else "generic"
-    best = max((h.similarity or 0.0 for h in result.hits), default=0.0)
-    words = set(lexical.tokenize(text))
-    category_named = any(names_category(h.product, words) for h in result.hits)
-    covered = Retriever._covered(text, result.hits)
-    return UnknownCase(truth, result.unknown, path, best, category_named, covered, text)
+def _judged(dataset: Dataset, qid: str) -> str:
+    """The name of the product judged most relevant to a query ("" for one about a product the catalog lacks)."""
+    grades = dataset.qrels.get(qid, {})
+    best = max(grades, key=lambda pid: grades[pid], default=None)
+    names = {p.id: p.name for p in dataset.products} if best is not None else {}
+    return names.get(best or "", "")
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:
@@ -186,53 +169,6 @@ def quality_table(result: dict[str, Any], resamples: int) -> str:
         for method, s in result["scores"].items():
             cells = " | ".join(f"{statistics.fmean(s.by_kind[k]):.3f}" for k in kinds)
             lines.append(f"| {method} | {cells} |")
-    return "\n".join(lines)
-
-
-def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
-    """Markdown: precision/recall of the unknown signal, overall and on generic questions per threshold."""
-    if not cases:
-        return ""
-
-    def pr(pred: list[bool], truth: list[bool]) -> tuple[str, str, int, int, int]:
-        tp = sum(p and t for p, t in zip(pred, truth, strict=True))
-        fp = sum(p and not t for p, t in zip(pred, truth, strict=True))
-        fn = sum(t and not p for p, t in zip(pred, truth, strict=True))
-        precision = f"{tp / (tp + fp):.3f}" if tp + fp else "n/a"  # nothing flagged
-        recall = f"{tp / (tp + fn):.3f}" if tp + fn else "n/a"  # nothing to flag
-        return precision, recall, tp, fp, fn
-
-    p, r, tp, fp, fn = pr([c.predicted for c in cases], [c.truth for c in cases])
-    real = sum(not c.truth for c in cases)
-    lines = [
-        f"Unknown-product signal ({sum(c.truth for c in cases)} not-in-catalog questions, "
-        f"{real} about real ones; threshold {threshold:.2f})",
-        "",
-        "| scope | precision | recall | TP | FP | FN |",
-        "|---|---|---|---|---|---|",
-        f"| all | {p} | {r} | {tp} | {fp} | {fn} |",
-    ]
-    if real:
-        # The failure that refuses a sale: a product the catalog holds called NOT IN CATALOG.
-        lines.insert(1, f"False flags on questions about products the catalog holds: {fp}/{real} = {fp / real:.1%}")
-    for path in ("code", "name", "generic"):
-        sub = [c for c in cases if c.path == path]
-        if sub:
-            p, r, tp, fp, fn = pr([c.predicted for c in sub], [c.truth for c in sub])
-            lines.append(f"| {path} questions ({len(sub)}) | {p} | {r} | {tp} | {fp} | {fn} |")
-    generic = [c for c in cases if c.path == "generic"]
-    if generic:
-        lines += [
-            "",
-            "Generic questions only, by similarity threshold (with the category and lexical checks)",
-            "",
-            "| threshold | precision | recall | FP | FN |",
-            "|---|---|---|---|---|",
-        ]
-        for t in THRESHOLDS:
-            predicted = [not c.names_category and not c.covered and c.best_similarity < t for c in generic]
-            p, r, _, fp, fn = pr(predicted, [c.truth for c in generic])
-            lines.append(f"| {t:.2f} | {p} | {r} | {fp} | {fn} |")
     return "\n".join(lines)
 
 

@@ -133,13 +133,19 @@ def test_field_variants() -> None:
 
 
 def test_unknown_table_reports_false_flags_on_real_products() -> None:
-    from retrieval.bench import UnknownCase, unknown_table
+    from retrieval.unknown_eval import UnknownCase, unknown_table
 
     cases = [
-        UnknownCase(truth=False, predicted=True, path="generic", best_similarity=0.3, names_category=False),
+        UnknownCase(False, True, "generic", 0.3, False, text="ipek", reason="no hit", judged="Baby Wipes | 6 Pack"),
         UnknownCase(truth=False, predicted=False, path="generic", best_similarity=0.6, names_category=False),
         UnknownCase(truth=True, predicted=True, path="name", best_similarity=0.2, names_category=False),
+        UnknownCase(True, False, "generic", 0.5, False, named=True, text="a toaster", top="Toast Rack"),
     ]
     table = unknown_table(cases, 0.45)
     assert "False flags on questions about products the catalog holds: 1/2 = 50.0%" in table
-    assert "| all | 0.500 | 1.000 | 1 | 1 | 0 |" in table
+    assert "| all | 0.500 | 0.500 | 1 | 1 | 1 |" in table
+    # The wrong verdicts are listed with what a reader needs to judge them (the label's product, the first hit).
+    assert "| ipek | no hit | Baby Wipes / 6 Pack |" in table
+    assert "| a toaster | generic | Toast Rack |" in table
+    # A hit named like the question keeps a generic question off the list at every threshold.
+    assert "| 0.55 | 0.000 | 0.000 | 1 | 1 |" in table

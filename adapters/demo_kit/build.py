@@ -125,22 +125,26 @@ def training_catalog() -> list[Product]:
     return generate("train", CATALOG_SIZE, CATALOG_SEED)
 
 
-def dataset_options(voice: Persona, count: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
+def dataset_options(
+    voice: Persona, count: int, seed: int = TRAIN_SEED, mix: Mix = TRAIN_MIX, shape: Shape = TRAIN_SHAPE
+) -> dict[str, Any]:
     """What `lorag train dataset` is given for one assistant's data (adapters.dataset.make_dataset's options)."""
     return {
         "total": count,
         "eval_size": EVAL_SAMPLES,
-        "mix": TRAIN_MIX,
+        "mix": mix,
         "persona": voice,
-        "shape": TRAIN_SHAPE,
+        "shape": shape,
         "seed": seed,
         "source": f"demo domain, training pool ({CATALOG_SIZE} products, seed {CATALOG_SEED})",
     }
 
 
-def training_data(voice: Persona, count: int, seed: int = TRAIN_SEED) -> list[training.Conversation]:
-    """The kit's training conversations for one assistant, as its adapter is trained on them."""
-    splits, _card = make_dataset(training_catalog(), **dataset_options(voice, count, seed))
+def training_data(
+    voice: Persona, count: int, seed: int = TRAIN_SEED, mix: Mix = TRAIN_MIX, shape: Shape = TRAIN_SHAPE
+) -> list[training.Conversation]:
+    """The kit's training conversations for one assistant (another mix or shape: a recipe sweep's candidate)."""
+    splits, _card = make_dataset(training_catalog(), **dataset_options(voice, count, seed, mix, shape))
     return [sample["messages"] for sample in splits["train"]]
 
 

@@ -7,8 +7,9 @@ transformers' greedy generate in bfloat16 (the CPU engine serves bfloat16) inste
 then trained and evaluated for real on 2 CPU cores (BENCHMARKS.md).
 
 Usage (GPU host, repo root): python3 loadtest/gpu/kit_sweep.py BASE_DIR RUNS.json OUT_DIR [WORKERS]
-RUNS.json is a list of {"name", "voice", "seed", "max_turns", "known_share", "max_products", "look_alikes",
-"rules", "config": {LoraTrainConfig fields}}; "rules" replaces the grounding rules for training and scoring alike.
+RUNS.json is a list of {"name", "voice", "seed", "rules", "mix": {kind: weight}, "shape": {Shape field: value},
+"config": {LoraTrainConfig fields}}; "rules" replaces the grounding rules for training and scoring alike; "mix" and
+"shape" override the kit's TRAIN_MIX weights and TRAIN_SHAPE fields.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
     base, out = Path(base_s), Path(out_s)
     try:
         from adapters.demo_kit import build, voices
+        from adapters.mix import Mix, Shape
         from adapters.training import LoraTrainConfig, train_lora
         from retrieval import facts
 
@@ -75,7 +77,10 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
         # shape). Rounds before 2026-12-02 set knobs of the kit's former generator (known_share, max_turns,
         # look_alikes), which this script no longer reproduces.
         seed = int(run.get("seed", 11))  # type: ignore[call-overload]
-        convs = build.training_data(voice, cfg.steps * cfg.batch_size, seed=seed)
+        # "mix" and "shape" override the kit's TRAIN_MIX weights and TRAIN_SHAPE fields for this run.
+        mix = Mix(weights={**build.TRAIN_MIX.weights, **dict(run.get("mix", {}))})  # type: ignore[call-overload]
+        shape = Shape(**{**build.TRAIN_SHAPE.model_dump(), **dict(run.get("shape", {}))})  # type: ignore[call-overload]
+        convs = build.training_data(voice, cfg.steps * cfg.batch_size, seed=seed, mix=mix, shape=shape)
         adapter = Path(os.environ.get("SWEEP_ADAPTERS", str(out / "adapters"))) / str(run["name"])
         started = time.monotonic()
         report = train_lora(base, convs, adapter, cfg)
