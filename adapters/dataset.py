@@ -112,7 +112,7 @@ def make_dataset(
         mix = Mix(weights=weights, floor=mix.floor)
     train_products, eval_products = split_products(products, eval_share, seed)
     rng = random.Random(seed)
-    train_gen = Generator(Pool(train_products, train_products), persona, rng, domain, shape)
+    train_gen = Generator(Pool(train_products, train_products, sold=products), persona, rng, domain, shape)
     # Eval questions name eval products; their facts blocks hold whatever the retriever would find in the catalog.
     eval_gen = Generator(Pool(eval_products, products), persona, random.Random(seed + 1), domain, shape)
     eval_counts = {k: n for k, n in mix.counts(eval_size).items() if k != "domain"}

@@ -78,11 +78,15 @@ def _code_shape(word: str) -> str:
 class Pool:
     """Products that samples may name, and their look-alikes as a retriever would rank them."""
 
-    def __init__(self, subjects: Sequence[Product], neighbours: Sequence[Product]) -> None:
+    def __init__(
+        self, subjects: Sequence[Product], neighbours: Sequence[Product], sold: Sequence[Product] = ()
+    ) -> None:
         self.subjects = list(subjects)
         self.priced = [p for p in self.subjects if p.price is not None and p.price > 0]
         self.neighbours = list(neighbours)
-        self.names = {p.name.lower() for p in neighbours} | {p.name.lower() for p in subjects}
+        # Names a fake must not take: every product the shop sells, the eval split's included, or training would
+        # teach the adapter to refuse a real product that only the eval split shows.
+        self.names = {p.name.lower() for group in (neighbours, subjects, sold) for p in group}
         self._index: dict[str, list[int]] = defaultdict(list)
         # Model codes by shape (digits as 0): a fake made with another product's code looks like a real one,
         # where random digits would give codes no product has (a tell the model could learn instead of reading).

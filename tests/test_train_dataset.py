@@ -91,6 +91,23 @@ def test_shape_shares_are_checked_and_fakes_borrow_real_codes() -> None:
     assert Pool(catalog, catalog).codes  # codes indexed by shape
 
 
+def test_training_fakes_never_name_an_eval_product() -> None:
+    import random
+
+    from adapters.samples import fake_name
+
+    # Fakes borrow another product's model code: "Acme X-100" with the X-200 of "Bolt X-200" is "Acme X-200", which
+    # the shop sells, in the eval split the training pool does not show.
+    train = [Product(id="A1", name="Acme X-100"), Product(id="B2", name="Bolt X-200")]
+    held_out = Product(id="A2", name="Acme X-200")
+
+    def fakes(pool: Pool) -> set[str]:
+        return {fake_name(random.Random(seed), train[0], pool.names, pool.codes) for seed in range(40)}
+
+    assert "Acme X-200" in fakes(Pool(train, train))  # the collision is real without the whole catalog
+    assert "Acme X-200" not in fakes(Pool(train, train, sold=[*train, held_out]))
+
+
 def test_eval_steps() -> None:
     assert LoraTrainConfig(steps=120, eval_every=60).eval_steps() == {0, 60, 120}
     assert LoraTrainConfig(steps=5, eval_every=0).eval_steps() == {0, 5}
