@@ -133,11 +133,15 @@ def _score(target: MethodScores, ranked: list[str], rel: dict[str, int], kind: s
 
 
 def _judged(dataset: Dataset, qid: str) -> str:
-    """The name of the product judged most relevant to a query ("" for one about a product the catalog lacks)."""
+    """The product judged most relevant to a query, and how many more share its grade ("" for a missing product)."""
     grades = dataset.qrels.get(qid, {})
-    best = max(grades, key=lambda pid: grades[pid], default=None)
-    names = {p.id: p.name for p in dataset.products} if best is not None else {}
-    return names.get(best or "", "")
+    top = max(grades.values(), default=0)
+    best = [pid for pid, grade in grades.items() if grade == top and grade > 0]
+    if not best:
+        return ""
+    name = next((p.name for p in dataset.products if p.id == best[0]), best[0])
+    name = name if len(name) <= 80 else name[:79] + "…"  # the count of the others must survive the table's cut
+    return f"{name} (+{len(best) - 1} more)" if len(best) > 1 else name
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:

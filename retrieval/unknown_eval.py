@@ -117,7 +117,7 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
             "| question | reason | judged product |",
             "|---|---|---|",
         ]
-        lines += [f"| {_cell(c.text, 60)} | {_cell(c.reason, 60)} | {_cell(c.judged)} |" for c in flagged[:LISTED]]
+        lines += [f"| {_cell(c.text, 60)} | {_cell(c.reason, 60)} | {_cell(c.judged, 100)} |" for c in flagged[:LISTED]]
     missed = [c for c in cases if c.truth and not c.predicted]
     if missed:
         lines += [

@@ -149,3 +149,13 @@ def test_unknown_table_reports_false_flags_on_real_products() -> None:
     assert "| a toaster | generic | Toast Rack |" in table
     # A hit named like the question keeps a generic question off the list at every threshold.
     assert "| 0.55 | 0.000 | 0.000 | 1 | 1 |" in table
+
+
+def test_judged_product_names_the_best_graded_and_counts_ties() -> None:
+    from retrieval.beir import Dataset
+    from retrieval.bench import _judged
+
+    products = [Product(id="P1", name="Watch"), Product(id="P2", name="Sport Shirt"), Product(id="P3", name="Tee")]
+    data = Dataset("d", products, {"q": "poleras", "m": "toaster"}, {"q": {"P1": 3, "P2": 3, "P3": 2}, "m": {}})
+    assert _judged(data, "q") == "Watch (+1 more)"
+    assert _judged(data, "m") == ""  # a question about a product the catalog lacks
