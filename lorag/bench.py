@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret.add_argument("--json-out", type=Path, help="also write the results as JSON")
     ret.add_argument("--fusion", choices=["rrf", "dbsf"], help="fusion of the full retrieve path (LORAG_FUSION)")
     ret.add_argument(
+        "--reranker",
+        type=Path,
+        metavar="DIR",
+        help="a cross-encoder (lorag catalog distill-reranker) reordering the full path's top 10: one more row",
+    )
+    ret.add_argument(
         "--esci",
         type=Path,
         nargs="?",

@@ -30,13 +30,16 @@ from retrieval.fusion import sparse_first, weighted_dbsf
 from retrieval.ingest import IngestReport, filled_store, ingest
 from retrieval.loaders import Row
 from retrieval.queries import labelled_queries, write_beir
+from retrieval.rerank import Reranker
 from retrieval.retriever import Retriever
 from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
 from retrieval.store import METHODS, CatalogIndex
-from retrieval.unknown_eval import unknown_case, unknown_table
+from retrieval.unknown_eval import judged_name, unknown_case, unknown_table
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
+RERANK_TOP = 10  # what the gateway fetches per question: a reranker can only reorder these
+RERANKED = f"retrieve + rerank top {RERANK_TOP}"
 # Dense weights of the client-side DBSF measured by --fusion-grid (0.5 ranks as the store's DBSF).
 DENSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SPARSE_FIRST = "sparse-first"
@@ -73,9 +76,11 @@ def evaluate(
     backend: StoreKind = "qdrant",
     *,
     fusion_grid: bool = False,
+    reranker: Reranker | None = None,
 ) -> dict[str, Any]:
     """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline; with `fusion_grid` also DBSF weighted per
-    side and sparse-first, fused here from the two top-100 lists) and the unknown-signal cases."""
+    side and sparse-first, fused here from the two top-100 lists; with a `reranker` the full pipeline's top
+    RERANK_TOP reordered by it, and its time per query) and the unknown-signal cases."""
     store, close, report = _open_store(dataset.products, embedder, root, backend)
     try:
         retriever = Retriever(
@@ -88,7 +93,9 @@ def evaluate(
         judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
         vectors = embedder.embed([dataset.queries[q] for q in judged])
         extra = fusion_methods(fusion_grid)
-        scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, *extra, PIPELINE)}
+        reranked = (RERANKED,) if reranker else ()
+        scores: dict[str, MethodScores] = {m: MethodScores() for m in (*METHODS, *extra, PIPELINE, *reranked)}
+        rerank_ms: list[float] = []
         for qid, dense in zip(judged, vectors, strict=True):
             text, rel = dataset.queries[qid], dataset.qrels[qid]
             kind = str(dataset.query_meta.get(qid, {}).get("kind", "all"))
@@ -107,8 +114,13 @@ def evaluate(
                 _score(scores[SPARSE_FIRST], sparse_first(lists["sparse"], lists["dense"], similarity), rel, kind)
             result = retriever.retrieve(text, top_k=100)
             _score(scores[PIPELINE], [h.product.id for h in result.hits], rel, kind)
+            if reranker:
+                started = time.perf_counter()
+                top = reranker.rerank(text, result.hits[:RERANK_TOP]) + result.hits[RERANK_TOP:]
+                rerank_ms.append((time.perf_counter() - started) * 1000)
+                _score(scores[RERANKED], [h.product.id for h in top], rel, kind)
         unknown = [
-            unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]), _judged(dataset, q))
+            unknown_case(retriever, dataset.queries[q], bool(meta["unknown"]), judged_name(dataset, q))
             for q, meta in dataset.query_meta.items()
             if "unknown" in meta
         ]
@@ -121,6 +133,7 @@ def evaluate(
         "ingest": report,
         "scores": scores,
         "unknown": unknown,
+        "rerank_ms": rerank_ms,
     }
 
 
@@ -130,18 +143,6 @@ def _score(target: MethodScores, ranked: list[str], rel: dict[str, int], kind: s
     target.recall100.append(recall_at(ranked, rel, 100))
     target.mrr10.append(mrr_at(ranked, rel, 10))
     target.by_kind.setdefault(kind, []).append(target.ndcg10[-1])
-
-
-def _judged(dataset: Dataset, qid: str) -> str:
-    """The product judged most relevant to a query, and how many more share its grade ("" for a missing product)."""
-    grades = dataset.qrels.get(qid, {})
-    top = max(grades.values(), default=0)
-    best = [pid for pid, grade in grades.items() if grade == top and grade > 0]
-    if not best:
-        return ""
-    name = next((p.name for p in dataset.products if p.id == best[0]), best[0])
-    name = name if len(name) <= 80 else name[:79] + "…"  # the count of the others must survive the table's cut
-    return f"{name} (+{len(best) - 1} more)" if len(best) > 1 else name
 
 
 def _fmt_ci(values: list[float], resamples: int) -> str:
@@ -226,6 +227,7 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
         "fusion": settings.fusion,
         "store": settings.store,
     }
+    reranker = Reranker(args.reranker) if args.reranker else None
     catalog = demo_catalog()
     queries = labelled_queries(catalog, seed=args.query_seed)
     if args.write_demo_beir:
@@ -249,9 +251,20 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
                 dataset.products = field_variant(dataset.products, args.fields)
                 dataset.name += f" (fields: {args.fields})"
             result = evaluate(
-                dataset, embedder, settings, root / f"store-{i}", settings.store, fusion_grid=args.fusion_grid
+                dataset,
+                embedder,
+                settings,
+                root / f"store-{i}",
+                settings.store,
+                fusion_grid=args.fusion_grid,
+                reranker=reranker,
             )
             print(quality_table(result, args.bootstrap), end="\n\n")
+            if result["rerank_ms"]:
+                ms = result["rerank_ms"]
+                cost = _ms(ms)
+                print(f"reranker, top {RERANK_TOP} of a question: {cost['p50_ms']:.1f} / {cost['p99_ms']:.1f} ms "
+                      "p50 / p99", end="\n\n")  # fmt: skip
             table = unknown_table(result["unknown"], settings.unknown_min_similarity)
             if table:
                 print(table, end="\n\n")
@@ -316,4 +329,9 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
         "ingest": result["ingest"].summary(),
         "scores": scores,
         "unknown": [c.__dict__ for c in result["unknown"]],
+        **({"rerank_ms": _ms(result["rerank_ms"])} if result["rerank_ms"] else {}),
     }
+
+
+def _ms(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retrieval import lexical
+from retrieval.beir import Dataset
 from retrieval.question import parse
 from retrieval.retriever import Retriever, named_alike, names_category
 
@@ -56,6 +57,18 @@ def unknown_case(retriever: Retriever, text: str, truth: bool, judged: str = "")
     )
 
 
+def judged_name(dataset: Dataset, qid: str) -> str:
+    """The product judged most relevant to a query, and how many more share its grade ("" for a missing product)."""
+    grades = dataset.qrels.get(qid, {})
+    top = max(grades.values(), default=0)
+    best = [pid for pid, grade in grades.items() if grade == top and grade > 0]
+    if not best:
+        return ""
+    name = next((p.name for p in dataset.products if p.id == best[0]), best[0])
+    name = name if len(name) <= 80 else name[:79] + "…"  # the count of the others must survive the table's cut
+    return f"{name} (+{len(best) - 1} more)" if len(best) > 1 else name
+
+
 def _pr(pred: list[bool], truth: list[bool]) -> tuple[str, str, int, int, int]:
     tp = sum(p and t for p, t in zip(pred, truth, strict=True))
     fp = sum(p and not t for p, t in zip(pred, truth, strict=True))
@@ -68,6 +81,10 @@ def _pr(pred: list[bool], truth: list[bool]) -> tuple[str, str, int, int, int]:
 def _cell(text: str, width: int = 90) -> str:
     text = " ".join(text.split()).replace("|", "/")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cut(cases: list[UnknownCase]) -> str:
+    return f" (first {LISTED} of {len(cases)})" if len(cases) > LISTED else ""
 
 
 def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
@@ -97,7 +114,7 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
     if generic:
         lines += [
             "",
-            "Generic questions only, by similarity threshold (with the category and lexical checks)",
+            "Generic questions only, by similarity threshold (with the category, lexical and name checks)",
             "",
             "| threshold | precision | recall | FP | FN |",
             "|---|---|---|---|---|",
@@ -112,7 +129,7 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
     if flagged:
         lines += [
             "",
-            "Flagged though the catalog holds them",
+            f"Flagged though the catalog holds them{_cut(flagged)}",
             "",
             "| question | reason | judged product |",
             "|---|---|---|",
@@ -122,7 +139,7 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
     if missed:
         lines += [
             "",
-            "Not flagged though the catalog lacks them",
+            f"Not flagged though the catalog lacks them{_cut(missed)}",
             "",
             "| question | path | first hit |",
             "|---|---|---|",

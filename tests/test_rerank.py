@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -46,3 +47,32 @@ def test_loads_and_reorders_deterministically(reranker: Reranker) -> None:
 def test_rejects_a_directory_without_its_config(tmp_path: Path) -> None:
     with pytest.raises(RerankerError):
         Reranker(tmp_path)
+
+
+def test_bench_retrieval_scores_the_reranked_path(reranker: Reranker, tmp_path: Path) -> None:
+    from retrieval.beir import Dataset
+    from retrieval.bench import PIPELINE, RERANKED, evaluate
+    from retrieval.embedder import Embedder
+    from retrieval.settings import RetrievalSettings
+
+    products = generate("train", 6, seed=3)
+    queries = {f"q{i}": f"How much is the {p.name}?" for i, p in enumerate(products)}
+    qrels = {f"q{i}": {p.id: 3} for i, p in enumerate(products)}
+    settings = RetrievalSettings()
+    result = evaluate(Dataset("six", products, queries, qrels), Embedder.from_settings(settings), settings, tmp_path,
+                      reranker=reranker)  # fmt: skip
+    scores = result["scores"][RERANKED]
+    assert len(scores.ndcg10) == 6 and len(result["rerank_ms"]) == 6
+    assert scores.recall10 == [1.0] * 6  # reordering the top 10 of six products loses none of them
+    assert result["scores"][PIPELINE].mrr10 == [1.0] * 6  # the retriever puts each named product first
+
+    class Reverse:  # the row is scored on the reranker's order: reversed, the named product comes sixth
+        def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+            return hits[::-1]
+
+    reversed_ = evaluate(Dataset("six", products, queries, qrels), Embedder.from_settings(settings), settings,
+                         tmp_path / "reversed", reranker=cast(Reranker, Reverse()))  # fmt: skip
+    assert reversed_["scores"][RERANKED].mrr10 == pytest.approx([1 / 6] * 6)
+    without = evaluate(Dataset("six", products, queries, qrels), Embedder.from_settings(settings), settings,
+                       tmp_path / "plain")  # fmt: skip
+    assert RERANKED not in without["scores"] and without["rerank_ms"] == []

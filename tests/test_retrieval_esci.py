@@ -153,9 +153,18 @@ def test_unknown_table_reports_false_flags_on_real_products() -> None:
 
 def test_judged_product_names_the_best_graded_and_counts_ties() -> None:
     from retrieval.beir import Dataset
-    from retrieval.bench import _judged
+    from retrieval.unknown_eval import judged_name as _judged
 
     products = [Product(id="P1", name="Watch"), Product(id="P2", name="Sport Shirt"), Product(id="P3", name="Tee")]
     data = Dataset("d", products, {"q": "poleras", "m": "toaster"}, {"q": {"P1": 3, "P2": 3, "P3": 2}, "m": {}})
     assert _judged(data, "q") == "Watch (+1 more)"
     assert _judged(data, "m") == ""  # a question about a product the catalog lacks
+
+
+def test_unknown_table_says_when_its_list_is_cut() -> None:
+    from retrieval.unknown_eval import LISTED, UnknownCase, unknown_table
+
+    cases = [UnknownCase(False, True, "generic", 0.2, False, text=f"q{i}") for i in range(LISTED + 1)]
+    table = unknown_table(cases, 0.45)
+    assert f"Flagged though the catalog holds them (first {LISTED} of {LISTED + 1})" in table
+    assert f"| q{LISTED - 1} |" in table and f"| q{LISTED} |" not in table

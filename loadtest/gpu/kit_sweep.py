@@ -78,7 +78,8 @@ def _run(job: tuple[dict[str, object], str, str]) -> dict[str, object]:
         # look_alikes), which this script no longer reproduces.
         seed = int(run.get("seed", 11))  # type: ignore[call-overload]
         # "mix" and "shape" override the kit's TRAIN_MIX weights and TRAIN_SHAPE fields for this run.
-        mix = Mix(weights={**build.TRAIN_MIX.weights, **dict(run.get("mix", {}))})  # type: ignore[call-overload]
+        weights = {**build.TRAIN_MIX.weights, **dict(run.get("mix", {}))}  # type: ignore[call-overload]
+        mix = Mix(weights=weights, floor=build.TRAIN_MIX.floor)
         shape = Shape(**{**build.TRAIN_SHAPE.model_dump(), **dict(run.get("shape", {}))})  # type: ignore[call-overload]
         convs = build.training_data(voice, cfg.steps * cfg.batch_size, seed=seed, mix=mix, shape=shape)
         adapter = Path(os.environ.get("SWEEP_ADAPTERS", str(out / "adapters"))) / str(run["name"])
