@@ -12,7 +12,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ import numpy as np
 from retrieval import lexical
 from retrieval.beir import Dataset, load_beir, wands_to_beir
 from retrieval.catalog import Product
-from retrieval.demo_catalog import demo_catalog, synthetic_catalog
+from retrieval.demo_catalog import demo_catalog
 from retrieval.embedder import Embedder
 from retrieval.esci import esci_to_beir
 from retrieval.fields import field_variant
 from retrieval.fusion import sparse_first, weighted_dbsf
-from retrieval.ingest import IngestReport, filled_store, ingest
-from retrieval.loaders import Row
+from retrieval.ingest import IngestReport, filled_store
+from retrieval.load_bench import load_runs
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.rerank import Reranker
 from retrieval.retriever import Retriever
@@ -177,47 +176,6 @@ def quality_table(result: dict[str, Any], resamples: int) -> str:
     return "\n".join(lines)
 
 
-def _timed_runs(call: Callable[[int], object], count: int, concurrency: int) -> dict[str, float]:
-    """p50/p99 (ms) and throughput of `count` calls of call(i) from `concurrency` threads."""
-
-    def timed(i: int) -> float:
-        start = time.perf_counter()
-        call(i)
-        return (time.perf_counter() - start) * 1000
-
-    for i in range(5):  # warm-up: first calls pay for lazy initialisation
-        call(i)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        times = list(pool.map(timed, range(count)))
-    wall = time.perf_counter() - started
-    return {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "qps": count / wall}
-
-
-def latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
-    """Retriever.retrieve end to end: embed + hybrid search + unknown check."""
-    return _timed_runs(lambda i: retriever.retrieve(queries[i % len(queries)]), count, concurrency)
-
-
-def search_latency(retriever: Retriever, queries: list[str], concurrency: int, count: int) -> dict[str, float]:
-    """The store's share: the fused search alone, with the query vectors computed beforehand."""
-    dense = retriever.embedder.embed(queries)
-    sparse = [lexical.query_vector(q) for q in queries]
-
-    def call(i: int) -> object:
-        j = i % len(queries)
-        return retriever.store.search(
-            dense[j],
-            sparse[j],
-            method=retriever.fusion,
-            limit=10,
-            prefetch_limit=retriever.prefetch_limit,
-            with_dense=True,
-        )
-
-    return _timed_runs(call, count, concurrency)
-
-
 def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
     """`lorag bench retrieval` with its options and the retrieval settings they override."""
     embedder = Embedder.from_settings(settings)
@@ -270,42 +228,7 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
                 print(table, end="\n\n")
             out[f"quality:{result['dataset']}"] = _jsonable(result)
         if args.latency or args.ingest:
-            texts = [q.text for q in queries]
-            for size in (int(s) for s in args.sizes.split(",")):
-                products = catalog if size <= len(catalog) else synthetic_catalog(size)
-                store, close, report = _open_store(products[:size], embedder, root / f"load-{size}", settings.store)
-                try:
-                    row: dict[str, Any] = {
-                        "products": size,
-                        "ingest_s": report.seconds,
-                        "ingest_per_s": report.written / report.seconds,
-                    }
-                    started = time.perf_counter()
-                    again = ingest(
-                        (Row(i + 1, p) for i, p in enumerate(products[:size])), store, embedder, progress=False
-                    )
-                    row["reingest_unchanged_s"] = time.perf_counter() - started
-                    assert again.unchanged == size, again.summary()
-                    print(
-                        f"ingest {size} products: {report.summary()}; re-ingest unchanged "
-                        f"{row['reingest_unchanged_s']:.1f} s"
-                    )
-                    if args.latency:
-                        retriever = Retriever(
-                            store, embedder, fusion=settings.fusion, prefetch_limit=settings.prefetch_limit
-                        )
-                        for c in (int(x) for x in args.concurrency.split(",")):
-                            for what, measure in (("embed+search", latency), ("search only", search_latency)):
-                                stats = measure(retriever, texts, c, args.queries)
-                                row[f"{what} c{c}"] = stats
-                                print(
-                                    f"latency {size} products, {what}, concurrency {c}: p50 "
-                                    f"{stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
-                                    f"{stats['qps']:.1f} queries/s"
-                                )
-                finally:
-                    close()
-                out[f"load:{size}"] = row
+            out.update(load_runs(args, settings, embedder, root, catalog, [q.text for q in queries]))
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=2, default=str))
     return 0
