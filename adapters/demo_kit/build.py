@@ -30,9 +30,10 @@ from retrieval.demo_catalog import generate, iter_jsonl
 
 KIT_VERSION = 1
 # Settings chosen from the measurements in BENCHMARKS.md (quality against minutes on 2 CPU cores): 240
-# conversations in 120 updates of 2, LoRA on the upper 18 of 30 layers (backward stops there), copied facts
-# weighted 3 in the loss, ~70 % of questions about listed products, up to 4 questions per facts block: as good as
-# the upper 20 layers without the weight over 54 seed x adapter runs on a GPU sweep, for ~10 % less CPU time a step.
+# conversations in 120 updates of 2, LoRA on the upper 20 of 30 layers (backward stops there), copied facts
+# weighted 3 in the loss. On the fine-tuning kit's samples the upper 20 layers with 15 % of the multi-turn chats
+# opening on a fake (TRAIN_SHAPE) passed most often in a GPU sweep of 17 candidates (results/2026-12-02-kit-sweep-r16)
+# and met both targets on every adapter built on 2 cores; the upper 18 there missed them.
 # The eval loss on 8 samples of the eval split at steps 0, 60 and 120 costs ~9 s an adapter (2 cores).
 TRAIN_CONFIG = LoraTrainConfig(
     rank=16,
@@ -42,7 +43,7 @@ TRAIN_CONFIG = LoraTrainConfig(
     max_length=640,
     learning_rate=2e-3,
     warmup_steps=2,
-    layers=list(range(12, 30)),
+    layers=list(range(10, 30)),
     copy_weight=3.0,
     eval_every=60,
 )
@@ -66,13 +67,15 @@ TRAIN_MIX = Mix(
 # name, half unrelated products: trained on random blocks only, the adapters got 6 % of questions about a product
 # among look-alikes wrong; half brings that to 4 % and keeps the plain held-out score (GPU sweep rounds 9-10,
 # BENCHMARKS.md). Every answer about a product quotes price and stock, so no stock-only follow-ups. Fakes are
-# near misses (another model code) or names nothing in the block resembles, as the held-out set asks them.
+# near misses (another model code) or names nothing in the block resembles, as the held-out set asks them, and
+# 15 % of the multi-turn chats open on one: the held-out set asks most fakes as a first question.
 TRAIN_SHAPE = Shape(
     look_alikes=0.5,
     brandless=0.1,
     follow_up_stock=0.0,
     follow_up_fakes=0.4,
     fake_unrelated=0.5,
+    open_fakes=0.15,
 )
 # The demo domain's training pool (brands the demo catalog and the held-out questions never use); a tenth of its
 # products are kept for the eval split, whose loss is recorded during training.
