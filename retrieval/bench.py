@@ -11,7 +11,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,19 @@ import numpy as np
 
 from retrieval import lexical
 from retrieval.beir import Dataset, load_beir, wands_to_beir
-from retrieval.catalog import Product
 from retrieval.demo_catalog import demo_catalog
 from retrieval.embedder import Embedder
 from retrieval.esci import esci_to_beir
 from retrieval.fields import field_variant
 from retrieval.fusion import sparse_first, weighted_dbsf
-from retrieval.ingest import IngestReport, filled_store
+from retrieval.ingest import filled_store
 from retrieval.load_bench import load_runs
 from retrieval.queries import labelled_queries, write_beir
 from retrieval.rerank import Reranker
 from retrieval.retriever import Retriever
 from retrieval.scores import bootstrap_ci, mrr_at, ndcg_at, percentile, recall_at
 from retrieval.settings import RetrievalSettings, StoreKind
-from retrieval.store import METHODS, CatalogIndex
+from retrieval.store import METHODS
 from retrieval.unknown_eval import judged_name, unknown_case, unknown_table
 
 PIPELINE = "retrieve"  # the full Retriever.retrieve path: default fusion, price parsing, code promotion
@@ -55,13 +53,6 @@ class MethodScores:
     by_kind: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _open_store(
-    products: Sequence[Product], embedder: Embedder, root: Path, backend: StoreKind
-) -> tuple[CatalogIndex, Callable[[], None], IngestReport]:
-    """A fresh store under `root` holding `products` (with a progress bar), a function closing it, the report."""
-    return filled_store(products, embedder, root, backend, progress=True)
-
-
 def fusion_methods(grid: bool) -> tuple[str, ...]:
     """Names of the client-side fusions measured beside the store's methods."""
     return (*(f"dbsf w={w:.1f}" for w in DENSE_WEIGHTS), SPARSE_FIRST) if grid else ()
@@ -80,7 +71,7 @@ def evaluate(
     """Metrics per method (dense, sparse, rrf, dbsf, the full pipeline; with `fusion_grid` also DBSF weighted per
     side and sparse-first, fused here from the two top-100 lists; with a `reranker` the full pipeline's top
     RERANK_TOP reordered by it, and its time per query) and the unknown-signal cases."""
-    store, close, report = _open_store(dataset.products, embedder, root, backend)
+    store, close, report = filled_store(dataset.products, embedder, root, backend, progress=True)
     try:
         retriever = Retriever(
             store,
@@ -219,8 +210,7 @@ def run_bench(args: argparse.Namespace, settings: RetrievalSettings) -> int:
             )
             print(quality_table(result, args.bootstrap), end="\n\n")
             if result["rerank_ms"]:
-                ms = result["rerank_ms"]
-                cost = _ms(ms)
+                cost = _ms(result["rerank_ms"])
                 print(f"reranker, top {RERANK_TOP} of a question: {cost['p50_ms']:.1f} / {cost['p99_ms']:.1f} ms "
                       "p50 / p99", end="\n\n")  # fmt: skip
             table = unknown_table(result["unknown"], settings.unknown_min_similarity)

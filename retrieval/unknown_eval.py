@@ -7,6 +7,7 @@ flag, so a reader can tell the retriever's mistakes from the labels' (real relev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from retrieval import lexical
@@ -83,8 +84,14 @@ def _cell(text: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _cut(cases: list[UnknownCase]) -> str:
-    return f" (first {LISTED} of {len(cases)})" if len(cases) > LISTED else ""
+def _listing(title: str, cases: list[UnknownCase], head: str, cells: Callable[[UnknownCase], str]) -> list[str]:
+    """Markdown lines listing up to LISTED wrong verdicts, the question first; none when there are none."""
+    if not cases:
+        return []
+    cut = f" (first {LISTED} of {len(cases)})" if len(cases) > LISTED else ""
+    columns = head.count("|") + 2
+    rows = [f"| {_cell(c.text, 60)} | {cells(c)} |" for c in cases[:LISTED]]
+    return ["", title + cut, "", f"| question | {head} |", "|---" * columns + "|", *rows]
 
 
 def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
@@ -126,23 +133,9 @@ def unknown_table(cases: list[UnknownCase], threshold: float) -> str:
             p, r, _, fp, fn = _pr(predicted, [c.truth for c in generic])
             lines.append(f"| {t:.2f} | {p} | {r} | {fp} | {fn} |")
     flagged = [c for c in cases if c.predicted and not c.truth]
-    if flagged:
-        lines += [
-            "",
-            f"Flagged though the catalog holds them{_cut(flagged)}",
-            "",
-            "| question | reason | judged product |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {_cell(c.text, 60)} | {_cell(c.reason, 60)} | {_cell(c.judged, 100)} |" for c in flagged[:LISTED]]
+    lines += _listing("Flagged though the catalog holds them", flagged, "reason | judged product",
+                      lambda c: f"{_cell(c.reason, 60)} | {_cell(c.judged, 100)}")  # fmt: skip
     missed = [c for c in cases if c.truth and not c.predicted]
-    if missed:
-        lines += [
-            "",
-            f"Not flagged though the catalog lacks them{_cut(missed)}",
-            "",
-            "| question | path | first hit |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {_cell(c.text, 60)} | {c.path} | {_cell(c.top)} |" for c in missed[:LISTED]]
+    lines += _listing("Not flagged though the catalog lacks them", missed, "path | first hit",
+                      lambda c: f"{c.path} | {_cell(c.top)}")  # fmt: skip
     return "\n".join(lines)
